@@ -1,0 +1,1 @@
+"""ligo: grow small pretrained transformers into large ones."""

@@ -1,0 +1,1 @@
+"""Corpus -> tokenizer -> HDF5 token cache -> fixed-size blocks -> MLM / CLM batches."""

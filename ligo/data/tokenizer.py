@@ -1,0 +1,157 @@
+"""Load a tokenizer from local files, or train one on the corpus, with the `tokenizers` library.
+
+Accepted paths: a BERT WordPiece `vocab.txt`; a folder holding GPT-2's `encoder.json` and
+`vocab.bpe`; a `tokenizer.json`; or a folder holding either. Whatever is loaded must carry
+the special tokens of the model family (checked here, so a GPT-2 tokenizer handed to a BERT
+run fails with a sentence, not an index error three hours later).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from ligo.families import Family
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    bos: int
+    eos: int
+    pad: int
+    mask: int | None
+    unk: int | None
+
+    def all(self) -> list[int]:
+        return sorted({i for i in (self.bos, self.eos, self.pad, self.mask, self.unk) if i is not None})
+
+
+def _wordpiece(vocab: dict[str, int] | None, lowercase: bool) -> Tokenizer:
+    model = models.WordPiece(vocab, unk_token="[UNK]") if vocab else models.WordPiece(unk_token="[UNK]")
+    tok = Tokenizer(model)
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    return tok
+
+
+def _byte_level_bpe(model: models.BPE) -> Tokenizer:
+    tok = Tokenizer(model)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _family_special_tokens(family: Family) -> list[str]:
+    s = family.specials
+    ordered = [s.bos, s.pad, s.eos, s.unk, s.mask]  # RoBERTa's own id order: <s> <pad> </s> <unk>
+    if family.name == "bert":
+        ordered = [s.pad, s.unk, s.bos, s.eos, s.mask]  # BERT's: [PAD] [UNK] [CLS] [SEP] [MASK]
+    return list(dict.fromkeys(t for t in ordered if t is not None))
+
+
+def load_tokenizer(path: str | Path, family: Family) -> Tokenizer:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"tokenizer path {path} does not exist")
+    if path.is_dir():
+        for name in ("tokenizer.json", "vocab.txt"):
+            if (path / name).is_file():
+                return load_tokenizer(path / name, family)
+        if (path / "encoder.json").is_file() and (path / "vocab.bpe").is_file():
+            tok = _byte_level_bpe(models.BPE.from_file(str(path / "encoder.json"),
+                                                       str(path / "vocab.bpe")))
+        else:
+            raise FileNotFoundError(f"{path} holds no tokenizer.json, vocab.txt or "
+                                    "encoder.json + vocab.bpe")
+    elif path.name.endswith(".json"):
+        tok = Tokenizer.from_file(str(path))
+    else:  # a WordPiece vocabulary, one token per line
+        tokens = path.read_text(encoding="utf-8").splitlines()
+        if not tokens:
+            raise ValueError(f"the vocabulary file {path} is empty")
+        vocab = {t: i for i, t in enumerate(tokens)}
+        # an uncased vocabulary has no capital letters outside its [SPECIAL] tokens
+        lowercase = not any(t != t.lower() for t in tokens if not t.startswith("["))
+        tok = _wordpiece(vocab, lowercase)
+    # GPT-2's files lack RoBERTa's <s> <pad> </s> <unk> <mask>: they are appended
+    if family.name == "roberta":
+        tok.add_special_tokens([t for t in _family_special_tokens(family)
+                                if tok.token_to_id(t) is None])
+    else:
+        tok.add_special_tokens([t for t in _family_special_tokens(family)
+                                if tok.token_to_id(t) is not None])
+    special_ids(tok, family, source=str(path))  # fail now if the family's tokens are missing
+    return tok
+
+
+def train_tokenizer(texts: Iterable[str], family: Family, vocab_size: int) -> Tokenizer:
+    """Train a WordPiece (BERT) or byte-level BPE (RoBERTa, GPT-2) tokenizer on `texts`."""
+    specials = _family_special_tokens(family)
+    if family.name == "bert":
+        tok = _wordpiece(None, lowercase=True)
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                            show_progress=False)
+    else:
+        tok = _byte_level_bpe(models.BPE())
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def special_ids(tok: Tokenizer, family: Family, source: str = "the tokenizer") -> SpecialIds:
+    s = family.specials
+
+    def need(token: str | None) -> int | None:
+        if token is None:
+            return None
+        index = tok.token_to_id(token)
+        if index is None:
+            raise ValueError(f"{source} has no {token} token: it is not a {family.name} "
+                             f"tokenizer (a {family.name} model needs {s.bos}, {s.eos}"
+                             f"{', ' + s.mask if s.mask else ''})")
+        return index
+
+    return SpecialIds(bos=need(s.bos), eos=need(s.eos), pad=need(s.pad), mask=need(s.mask),
+                      unk=need(s.unk))
+
+
+def fingerprint(tok: Tokenizer) -> str:
+    return hashlib.sha256(tok.to_str().encode()).hexdigest()
+
+
+def word_start_table(tok: Tokenizer, family: Family) -> np.ndarray:
+    """Boolean per vocabulary id: does this token begin a word? (for whole-word masking)
+
+    WordPiece marks continuations with '##'; byte-level BPE marks word starts with 'Ġ'
+    (an encoded space) — a token without it continues the previous word.
+    """
+    vocab = tok.get_vocab(with_added_tokens=True)
+    starts = np.ones(max(vocab.values()) + 1, dtype=bool)
+    for token, index in vocab.items():
+        if family.name == "bert":
+            starts[index] = not token.startswith("##")
+        else:
+            starts[index] = token.startswith("Ġ") or not token[:1].isalnum()
+    return starts
+
+
+def save_hf_tokenizer(tok: Tokenizer, family: Family, out_dir: str | Path) -> None:
+    """Save as a `transformers` fast tokenizer so AutoTokenizer.from_pretrained(out_dir) works."""
+    from transformers import PreTrainedTokenizerFast
+
+    s = family.specials
+    names = {"bos_token": s.bos, "eos_token": s.eos, "pad_token": s.pad, "unk_token": s.unk,
+             "mask_token": s.mask}
+    if family.name == "bert":
+        names.update(cls_token=s.bos, sep_token=s.eos)
+    elif family.name == "roberta":
+        names.update(cls_token=s.bos, sep_token=s.eos)
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, **{k: v for k, v in names.items() if v})
+    hf.save_pretrained(str(out_dir))

@@ -1,0 +1,46 @@
+"""Model configs from JSON files and `transformers` models built from them (never downloaded)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import transformers
+
+from ligo.families import Family, family_of
+
+
+def load_config(path: str | Path):
+    """A `transformers` config from a JSON file or an HF model folder, validated."""
+    path = Path(path)
+    file = path / "config.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"model config {path} does not exist")
+    try:
+        values = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"model config {file} is not valid JSON: {error}") from error
+    model_type = values.get("model_type")
+    if model_type not in transformers.CONFIG_MAPPING:
+        raise ValueError(f"unknown model type {model_type!r} in {file}")
+    config = transformers.CONFIG_MAPPING[model_type].from_dict(values)
+    family_of(config)  # only the families we describe
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(f"{file}: hidden size {config.hidden_size} is not divisible by "
+                         f"{config.num_attention_heads} attention heads")
+    return config
+
+
+def check_block_size(config, family: Family, block_size: int) -> None:
+    limit = family.max_block_size(config)
+    if block_size > limit:
+        raise ValueError(f"--block_size {block_size} is above the {limit} positions the "
+                         f"{family.name} config allows (max_position_embeddings); lower it")
+
+
+def build_model(config, family: Family, weights_dir: str | None = None):
+    model_class = family.build_class()
+    if weights_dir:
+        if not (Path(weights_dir) / "config.json").is_file():
+            raise FileNotFoundError(f"{weights_dir} is not a model folder (no config.json)")
+        return model_class.from_pretrained(weights_dir, config=config)
+    return model_class(config)

@@ -1,0 +1,203 @@
+"""Pretrain a BERT, RoBERTa or GPT-2 model from scratch (or from given weights).
+
+    python run_lm_distributed.py --config configs/bert_wiki.txt \
+        --config_name configs/bert-6L-512H.json --output_dir out/
+    torchrun --nproc_per_node 2 run_lm_distributed.py ...   # data parallel
+
+Stages: arguments -> model config -> corpus -> tokenizer -> token cache -> model ->
+training loop -> HF-format model + tokenizer in output_dir.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from ligo import distributed
+from ligo.config import DataArguments, ModelArguments, TrainingArguments, parse_args
+from ligo.data import cache as token_cache
+from ligo.data.blocks import TokenBlocks
+from ligo.data.collators import CLMCollator, MLMCollator
+from ligo.data.corpus import Corpus, resolve_corpus
+from ligo.data.tokenizer import (load_tokenizer, save_hf_tokenizer, special_ids, train_tokenizer,
+                                 word_start_table)
+from ligo.families import Family, family_of
+from ligo.models import build_model, check_block_size, load_config
+from ligo.train.checkpoint import atomic_write_text, list_checkpoints, load_latest_valid
+from ligo.train.flops import training_flops_per_token
+from ligo.train.loop import Trainer
+from ligo.train.metrics import MetricsLogger
+from ligo.train.objective import LanguageModelingLoss
+from ligo.train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger("ligo")
+RUN_FILE = "run.json"
+OWN_OUTPUTS = ("tensorboard", "metrics.jsonl", RUN_FILE, "results.json")
+
+
+def prepare_output_dir(args: TrainingArguments, identity: dict, info) -> None:
+    """Refuse to mix two runs in one folder; never delete anything not asked to."""
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--output_dir {out} is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f"cannot create --output_dir {out}: {error.strerror}") from error
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"--output_dir {out} is not writable")
+    run_file = out / RUN_FILE
+    has_run = run_file.exists() or list_checkpoints(out)
+    if has_run and args.should_continue:
+        if run_file.exists():
+            previous = json.loads(run_file.read_text())
+            changed = sorted(k for k in identity if previous.get(k) != identity[k])
+            if changed:
+                raise ValueError(f"--output_dir {out} holds a different run (differs in: "
+                                 f"{', '.join(changed)}); use another folder")
+    elif has_run and not args.overwrite_output_dir:
+        raise FileExistsError(f"--output_dir {out} already holds a run; pass --should_continue "
+                              "to resume it or --overwrite_output_dir to replace it")
+    elif has_run and info.is_main:
+        for _, folder in list_checkpoints(out):
+            shutil.rmtree(folder)
+        for name in OWN_OUTPUTS:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    distributed.barrier(info)
+    if info.is_main:
+        atomic_write_text(run_file, json.dumps(identity, indent=1, sort_keys=True))
+
+
+def obtain_tokenizer(model_args: ModelArguments, data_args: DataArguments, corpus: Corpus,
+                     family: Family, vocab_size: int, info):
+    if model_args.tokenizer_path:
+        return load_tokenizer(model_args.tokenizer_path, family)
+    # none given: train one on the corpus (once; later runs and other ranks load it)
+    folder = token_cache.cache_folder(corpus, data_args.cache_dir)
+    path = folder / f"{corpus.name}.{corpus.key()[:16]}.{family.name}-{vocab_size}.tokenizer.json"
+    if info.is_main and not path.exists():
+        log.info("no --tokenizer_path: training a %s tokenizer (%d tokens) on %s",
+                 family.name, vocab_size, corpus.name)
+        tok = train_tokenizer(corpus.iter_texts(), family, vocab_size)
+        tmp = path.with_suffix(".tmp")
+        tok.save(str(tmp))
+        os.replace(tmp, path)
+    distributed.barrier(info)
+    return load_tokenizer(path, family)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, train_args = parse_args(
+        (ModelArguments, DataArguments, TrainingArguments), argv, description=__doc__)
+    info = distributed.init_distributed()
+    logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    try:
+        return pretrain(model_args, data_args, train_args, info)
+    finally:
+        distributed.shutdown(info)
+
+
+def pretrain(model_args: ModelArguments, data_args: DataArguments,
+             train_args: TrainingArguments, info: distributed.DistInfo) -> dict:
+    if train_args.num_threads:
+        torch.set_num_threads(train_args.num_threads)
+    config = load_config(model_args.config_name or model_args.model_name_or_path)
+    family = family_of(config)
+    check_block_size(config, family, data_args.block_size)
+
+    corpus = resolve_corpus(data_args.train_files, data_args.documents, data_args.dataset_name,
+                            data_args.dataset_config_name, data_args.text_column)
+    tok = obtain_tokenizer(model_args, data_args, corpus, family, config.vocab_size, info)
+    ids = special_ids(tok, family)
+    tok_vocab = tok.get_vocab_size(with_added_tokens=True)
+    if tok_vocab > config.vocab_size:
+        raise ValueError(f"the tokenizer has {tok_vocab} tokens but the model's vocab_size is "
+                         f"{config.vocab_size}: use a matching tokenizer or a config with "
+                         f"vocab_size >= {tok_vocab}")
+    # the model must agree with the tokenizer on its special ids (RoBERTa's position ids
+    # are computed from pad_token_id, for one)
+    config.pad_token_id, config.bos_token_id, config.eos_token_id = ids.pad, ids.bos, ids.eos
+
+    identity = {"model_config": config.to_diff_dict(), "corpus": corpus.key(),
+                "tokenizer_vocab": tok_vocab, "block_size": data_args.block_size,
+                "seed": train_args.seed, "global_batch_size": train_args.per_device_train_batch_size
+                * info.world_size * train_args.gradient_accumulation_steps}
+    identity["model_config"].pop("transformers_version", None)
+    prepare_output_dir(train_args, identity, info)
+
+    cache = None
+    if info.is_main:
+        cache = token_cache.build_or_reuse(corpus, tok, ids.eos, data_args.validation_split_percentage,
+                                           cache_dir=data_args.cache_dir,
+                                           progress=not train_args.disable_tqdm)
+        log.info("%s token cache %s (%.1fs)", "built" if cache.built else "reusing", cache.path,
+                 cache.seconds)
+    cache = distributed.broadcast_object(cache, info)
+    bos = ids.bos if family.prepend_bos else None
+    eos = ids.eos if family.objective == "mlm" else None
+    train_blocks = TokenBlocks(token_cache.open_split(cache.path, "train"), data_args.block_size, bos, eos)
+    valid_blocks = TokenBlocks(token_cache.open_split(cache.path, "valid"), data_args.block_size, bos, eos)
+    if len(valid_blocks) == 0:
+        raise ValueError(f"the validation split has no complete block of {data_args.block_size} "
+                         "tokens; raise --validation_split_percentage or use more data")
+
+    if family.objective == "mlm":
+        collator = MLMCollator(ids.mask, tok_vocab, ids.all(), train_args.seed,
+                               data_args.mlm_probability,
+                               word_start_table(tok, family) if data_args.whole_word_mask else None)
+        head_fraction = data_args.mlm_probability
+    else:
+        collator = CLMCollator()
+        head_fraction = 1.0
+
+    torch.manual_seed(train_args.seed)  # identical initial weights on every rank
+    model = build_model(config, family, model_args.model_name_or_path).to(info.device)
+    torch.manual_seed(train_args.seed + info.rank)  # different dropout masks per rank
+    loss_module = distributed.wrap_data_parallel(LanguageModelingLoss(model, family), info)
+    optimizer = build_optimizer(model, train_args.learning_rate, train_args.weight_decay,
+                                (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_epsilon)
+    scheduler = build_scheduler(optimizer, train_args.lr_scheduler_type, train_args.num_warmup_steps,
+                                train_args.max_steps, train_args.lr_end, train_args.poly_power)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=train_args.fp16)
+    flops_per_token = training_flops_per_token(config, data_args.block_size, head_fraction,
+                                               family.head_transform)
+    trainer = Trainer(loss_module, model, optimizer, scheduler, scaler, train_blocks, valid_blocks,
+                      collator, train_args, info, flops_per_token, identity,
+                      MetricsLogger(train_args.output_dir, info.is_main))
+    if train_args.should_continue:
+        found = load_latest_valid(Path(train_args.output_dir))
+        if found:
+            trainer.load_state(found[1])
+            log.info("resuming from %s (step %d)", found[0], trainer.progress.step)
+        else:
+            log.info("--should_continue: no valid checkpoint in %s, starting fresh",
+                     train_args.output_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%s: %.1fM parameters, %d train / %d valid blocks of %d tokens, global batch %d, "
+             "%.3g training FLOPs per token", family.name, n_params / 1e6, len(train_blocks),
+             len(valid_blocks), data_args.block_size, trainer.global_batch, flops_per_token)
+
+    evaluation = trainer.fit() or trainer.evaluate()
+    finished = trainer.progress.step >= train_args.max_steps
+    results = {"step": trainer.progress.step, "tokens": trainer.progress.tokens,
+               "flops": trainer.progress.flops, "train_seconds": trainer.progress.seconds,
+               "parameters": n_params, "flops_per_token": flops_per_token, "finished": finished,
+               **{f"eval_{k}": v for k, v in evaluation.items()}}
+    if info.is_main:
+        if finished:
+            model.save_pretrained(train_args.output_dir)
+            save_hf_tokenizer(tok, family, train_args.output_dir)
+        atomic_write_text(Path(train_args.output_dir) / "results.json", json.dumps(results, indent=1))
+    trainer.metrics.close()
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Training loop and its parts: objective, optimizer and schedules, checkpoints, FLOPs, logs."""

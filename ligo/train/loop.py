@@ -1,0 +1,222 @@
+"""The training loop: global batches -> micro-batches -> optimizer steps, with periodic
+evaluation, logging and checkpoints. Model-agnostic: it sees a loss module and blocks."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ligo import distributed
+from ligo.config import TrainingArguments
+from ligo.data.blocks import BatchOrder, TokenBlocks
+from ligo.data.collators import IGNORE_INDEX
+from ligo.train.checkpoint import save_checkpoint
+from ligo.train.metrics import MetricsLogger, format_line
+
+log = logging.getLogger(__name__)
+EVAL_SEED_OFFSET = 7919  # evaluation masks come from their own seed, fixed for the whole run
+
+
+@dataclass
+class Progress:
+    step: int = 0  # optimizer steps done
+    tokens: int = 0  # input tokens consumed (all ranks)
+    flops: float = 0.0  # analytic training FLOPs spent (all ranks)
+    seconds: float = 0.0  # wall-clock spent in training steps, summed over restarts
+
+
+@dataclass
+class Trainer:
+    """Everything one training run needs; `fit` runs it."""
+
+    loss_module: torch.nn.Module  # LanguageModelingLoss, possibly wrapped for data parallelism
+    model: torch.nn.Module  # the bare model (for state dicts)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    train_blocks: TokenBlocks
+    valid_blocks: TokenBlocks
+    collator: object
+    args: TrainingArguments
+    info: distributed.DistInfo
+    flops_per_token: float
+    run_identity: dict
+    metrics: MetricsLogger
+    progress: Progress = field(default_factory=Progress)
+
+    def __post_init__(self):
+        args, info = self.args, self.info
+        self.global_batch = (args.per_device_train_batch_size * info.world_size
+                             * args.gradient_accumulation_steps)
+        self.order = BatchOrder(len(self.train_blocks), self.global_batch, args.seed)
+        self.autocast_dtype = (torch.bfloat16 if args.bf16 else torch.float16 if args.fp16
+                               else None)
+        self.bare_loss = getattr(self.loss_module, "module", self.loss_module)
+
+    # ---------------------------------------------------------------- batches
+    def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
+        """This rank's micro-batches of global batch `step`."""
+        blocks, keys = self.order.global_indices(step)
+        size, world = self.args.per_device_train_batch_size, self.info.world_size
+        batches = []
+        for micro in range(self.args.gradient_accumulation_steps):
+            start = (micro * world + self.info.rank) * size
+            part = slice(start, start + size)
+            batch = self.collator(self.train_blocks.batch(blocks[part]), keys[part])
+            batches.append({k: v.to(self.info.device, non_blocking=True) for k, v in batch.items()})
+        return batches
+
+    def label_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        labels = batch["labels"]
+        if self.bare_loss.family.objective == "clm":
+            return torch.tensor(labels[:, 1:].numel(), device=labels.device)
+        return (labels != IGNORE_INDEX).sum()
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.info.device.type, dtype=self.autocast_dtype)
+
+    # ---------------------------------------------------------------- one step
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        self.loss_module.train()
+        batches = self.micro_batches(step)
+        global_tokens = distributed.all_reduce_sum(
+            torch.stack([self.label_tokens(b) for b in batches]).sum().double(), self.info)
+        # DDP averages gradients over ranks; multiplying by world size makes the result the
+        # gradient of (sum of losses over the global batch) / (label tokens in it)
+        scale = self.info.world_size / global_tokens.clamp(min=1)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.info.device)
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            sync = (contextlib.nullcontext() if last or not self.info.enabled
+                    else self.loss_module.no_sync())
+            with sync:
+                with self.autocast():
+                    out = self.loss_module(batch["input_ids"], batch["labels"])
+                self.scaler.scale(out["loss_sum"] * scale.to(out["loss_sum"].dtype)).backward()
+            loss_sum += out["loss_sum"].detach().double()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return {"loss_sum": loss_sum, "label_tokens": global_tokens, "grad_norm": grad_norm}
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.bare_loss.eval()
+        size = self.args.per_device_eval_batch_size
+        limit = min(len(self.valid_blocks), self.args.eval_max_batches * size * self.info.world_size)
+        mine = np.arange(self.info.rank, limit, self.info.world_size)  # strided shard per rank
+        totals = torch.zeros(3, dtype=torch.float64, device=self.info.device)
+        eval_collator_seed_keys = mine + EVAL_SEED_OFFSET * len(self.valid_blocks)
+        for start in range(0, len(mine), size):
+            part = slice(start, start + size)
+            batch = self.collator(self.valid_blocks.batch(mine[part]), eval_collator_seed_keys[part])
+            with self.autocast():
+                out = self.bare_loss(batch["input_ids"].to(self.info.device),
+                                     batch["labels"].to(self.info.device))
+            totals += torch.stack([out["loss_sum"].double(), out["tokens"].double(),
+                                   out["correct"].double()])
+        loss_sum, tokens, correct = distributed.all_reduce_sum(totals, self.info).tolist()
+        loss = loss_sum / max(tokens, 1)
+        return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "accuracy": correct / max(tokens, 1)}
+
+    # ---------------------------------------------------------------- checkpoints
+    def state(self) -> dict:
+        rng = torch.get_rng_state()
+        all_rng = [rng]
+        if self.info.enabled:
+            all_rng = [None] * self.info.world_size
+            torch.distributed.all_gather_object(all_rng, rng)
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": all_rng,
+                "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+                "progress": asdict(self.progress), "run": json.dumps(self.run_identity)}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if len(state["rng"]) == self.info.world_size:
+            torch.set_rng_state(state["rng"][self.info.rank])
+        else:
+            log.warning("checkpoint was written by %d processes, now %d: dropout RNG reseeded",
+                        len(state["rng"]), self.info.world_size)
+            torch.manual_seed(self.args.seed + self.info.rank + state["progress"]["step"])
+        self.progress = Progress(**state["progress"])
+
+    def save(self) -> None:
+        state = self.state()  # collective: every rank takes part
+        if self.info.is_main:
+            path = save_checkpoint(Path(self.args.output_dir), self.progress.step, state,
+                                   self.args.save_total_limit)
+            log.info("saved %s", path)
+        distributed.barrier(self.info)
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self) -> dict[str, float]:
+        from tqdm import tqdm
+
+        args, info = self.args, self.info
+        bar = tqdm(total=args.max_steps, initial=self.progress.step, unit="step",
+                   disable=not info.is_main or args.disable_tqdm, dynamic_ncols=True)
+        tokens_per_step = self.global_batch * self.train_blocks.block_size
+        interval = {"loss_sum": 0.0, "label_tokens": 0.0, "seconds": 0.0, "steps": 0}
+        steps_this_process = 0
+        last_eval: dict[str, float] = {}
+        while self.progress.step < args.max_steps:
+            start = time.perf_counter()
+            out = self.train_step(self.progress.step)
+            seconds = time.perf_counter() - start
+            self.progress.step += 1
+            self.progress.tokens += tokens_per_step
+            self.progress.flops += tokens_per_step * self.flops_per_token
+            self.progress.seconds += seconds
+            steps_this_process += 1
+            interval["loss_sum"] += out["loss_sum"].item()
+            interval["label_tokens"] += out["label_tokens"].item()
+            interval["seconds"] += seconds
+            interval["steps"] += 1
+            bar.update(1)
+            step = self.progress.step
+            if step % args.logging_steps == 0 or step == args.max_steps:
+                totals = distributed.all_reduce_sum(
+                    torch.tensor([interval["loss_sum"]], dtype=torch.float64), info)
+                values = {"loss": totals.item() / max(interval["label_tokens"], 1),
+                          "lr": self.scheduler.get_last_lr()[0],
+                          "grad_norm": float(out["grad_norm"]),
+                          "tokens_per_s": interval["steps"] * tokens_per_step / interval["seconds"],
+                          "tokens": self.progress.tokens, "flops": self.progress.flops,
+                          "seconds": self.progress.seconds, "epoch": self.order.epoch(step)}
+                self.metrics.log("train", values, step, self.progress.tokens, self.progress.flops)
+                bar.set_postfix(loss=f"{values['loss']:.3f}")
+                if info.is_main:
+                    bar.write(format_line(step, args.max_steps, values))
+                interval = dict.fromkeys(interval, 0.0)
+            if step % args.eval_steps == 0 or step == args.max_steps:
+                last_eval = self.evaluate()
+                self.metrics.log("eval", last_eval, step, self.progress.tokens, self.progress.flops)
+                if info.is_main:
+                    bar.write("eval " + format_line(step, args.max_steps, last_eval))
+            stopping = args.stop_after_steps is not None and steps_this_process >= args.stop_after_steps
+            if step % args.ckpt_steps == 0 or step == args.max_steps or stopping:
+                self.save()
+            if stopping and step < args.max_steps:
+                log.info("stopping after %d steps as asked (--stop_after_steps); resume with "
+                         "--should_continue", steps_this_process)
+                break
+        bar.close()
+        return last_eval

@@ -1,0 +1,37 @@
+"""The pretraining loss as a module, so the data-parallel wrapper sees one forward.
+
+Losses are *sums* over label tokens, returned with the token count: the training loop
+divides by the number of label tokens in the whole global batch (all micro-batches, all
+ranks). Gradients are then exactly those of the mean loss over the global batch, however
+it is split, which a per-micro-batch mean (what most trainers do) is not for MLM, where
+every sample has a different number of masked tokens.
+
+The MLM head runs only on masked positions (about 15% of tokens): the vocabulary
+projection is the largest matmul of a small BERT and 85% of it would be discarded.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ligo.data.collators import IGNORE_INDEX
+from ligo.families import Family
+
+
+class LanguageModelingLoss(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, family: Family):
+        super().__init__()
+        self.model = model
+        self.family = family
+        self.head = getattr(model, family.head_attr)
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        hidden = self.model.base_model(input_ids=input_ids).last_hidden_state  # (B, T, H)
+        if self.family.objective == "clm":
+            hidden, labels = hidden[:, :-1], labels[:, 1:]  # position t predicts token t+1
+        selected = labels != IGNORE_INDEX
+        logits = self.head(hidden[selected])  # (N, V), N = label tokens
+        targets = labels[selected]
+        loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+        correct = (logits.argmax(dim=-1) == targets).sum()
+        return {"loss_sum": loss_sum, "tokens": selected.sum(), "correct": correct}

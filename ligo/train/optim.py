@@ -1,0 +1,51 @@
+"""AdamW with weight-decay groups, and learning-rate schedules with linear warmup."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Biases and LayerNorm weights (every tensor with fewer than 2 dims) get no decay."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                    betas: tuple[float, float], eps: float) -> torch.optim.AdamW:
+    groups = param_groups(model, weight_decay)
+    # the fused kernel (CPU and CUDA) does the whole update in one pass over memory
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=True)
+
+
+def lr_multiplier(step: int, kind: str, warmup: int, total: int, end_ratio: float = 0.0,
+                  power: float = 1.0) -> float:
+    """Factor applied to the peak LR at `step` (0-based count of finished optimizer steps)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if kind == "linear":
+        return 1.0 - progress
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if kind == "poly":
+        return end_ratio + (1.0 - end_ratio) * (1.0 - progress) ** power
+    raise ValueError(f"unknown learning-rate schedule {kind!r}")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup: int, total: int,
+                    lr_end: float = 0.0, power: float = 1.0) -> torch.optim.lr_scheduler.LambdaLR:
+    peak = optimizer.param_groups[0]["lr"]
+    end_ratio = lr_end / peak if peak else 0.0
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, kind, warmup, total, end_ratio, power))

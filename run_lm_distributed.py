@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""Pretrain BERT / RoBERTa (masked LM) or GPT-2 (causal LM); torchrun-able. See ligo/pretrain.py."""
+import sys
+
+from ligo.pretrain import main
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
