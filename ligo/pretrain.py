@@ -121,6 +121,11 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
         raise ValueError(f"the tokenizer has {tok_vocab} tokens but the model's vocab_size is "
                          f"{config.vocab_size}: use a matching tokenizer or a config with "
                          f"vocab_size >= {tok_vocab}")
+    if family.position_offset and ids.pad + 1 + data_args.block_size > config.max_position_embeddings:
+        raise ValueError(f"the tokenizer's pad id is {ids.pad}, but {family.name} numbers positions "
+                         f"from pad id + 1, so blocks of {data_args.block_size} tokens need "
+                         f"max_position_embeddings >= {ids.pad + 1 + data_args.block_size}; use a "
+                         f"tokenizer whose {family.specials.pad} has a small id")
     # the model must agree with the tokenizer on its special ids (RoBERTa's position ids
     # are computed from pad_token_id, for one)
     config.pad_token_id, config.bos_token_id, config.eos_token_id = ids.pad, ids.bos, ids.eos

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from ligo.families import Family
 
@@ -63,8 +63,7 @@ def load_tokenizer(path: str | Path, family: Family) -> Tokenizer:
             if (path / name).is_file():
                 return load_tokenizer(path / name, family)
         if (path / "encoder.json").is_file() and (path / "vocab.bpe").is_file():
-            tok = _byte_level_bpe(models.BPE.from_file(str(path / "encoder.json"),
-                                                       str(path / "vocab.bpe")))
+            tok = _gpt2_bpe(path / "encoder.json", path / "vocab.bpe", family)
         else:
             raise FileNotFoundError(f"{path} holds no tokenizer.json, vocab.txt or "
                                     "encoder.json + vocab.bpe")
@@ -78,15 +77,43 @@ def load_tokenizer(path: str | Path, family: Family) -> Tokenizer:
         # an uncased vocabulary has no capital letters outside its [SPECIAL] tokens
         lowercase = not any(t != t.lower() for t in tokens if not t.startswith("["))
         tok = _wordpiece(vocab, lowercase)
-    # GPT-2's files lack RoBERTa's <s> <pad> </s> <unk> <mask>: they are appended
-    if family.name == "roberta":
-        tok.add_special_tokens([t for t in _family_special_tokens(family)
-                                if tok.token_to_id(t) is None])
-    else:
-        tok.add_special_tokens([t for t in _family_special_tokens(family)
-                                if tok.token_to_id(t) is not None])
-    special_ids(tok, family, source=str(path))  # fail now if the family's tokens are missing
+    return _finish(tok, family, source=str(path))
+
+
+def _finish(tok: Tokenizer, family: Family, source: str) -> Tokenizer:
+    """Mark the family's special tokens as special and add its sentence(-pair) template.
+
+    The template only matters to users of the saved tokenizer (fine-tuning, evaluation):
+    pretraining encodes with add_special_tokens=False and builds its own blocks.
+    """
+    tok.add_special_tokens([t for t in _family_special_tokens(family) if tok.token_to_id(t) is not None])
+    ids = special_ids(tok, family, source=source)  # fail now if the family's tokens are missing
+    bos, eos = family.specials.bos, family.specials.eos
+    if family.name == "bert":
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B:1 {eos}:1",
+            special_tokens=[(bos, ids.bos), (eos, ids.eos)])
+    elif family.name == "roberta":
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
+            special_tokens=[(bos, ids.bos), (eos, ids.eos)])
     return tok
+
+
+def _gpt2_bpe(encoder: Path, merges: Path, family: Family) -> Tokenizer:
+    """GPT-2's byte-level BPE; for RoBERTa laid out as fairseq does it.
+
+    RoBERTa's position embeddings use pad_token_id as padding index, so <pad> must have a
+    small id: <s> <pad> </s> <unk> take ids 0-3, GPT-2's tokens follow shifted by 4, and
+    <mask> comes last (50,262 tokens, within roberta's vocab_size of 50,265).
+    """
+    vocab, merge_list = models.BPE.read_file(str(encoder), str(merges))
+    if family.name == "roberta":
+        head = ["<s>", "<pad>", "</s>", "<unk>"]
+        vocab = {**{t: i for i, t in enumerate(head)},
+                 **{t: i + len(head) for t, i in vocab.items()}}
+        vocab["<mask>"] = len(vocab)
+    return _byte_level_bpe(models.BPE(vocab, merge_list))
 
 
 def train_tokenizer(texts: Iterable[str], family: Family, vocab_size: int) -> Tokenizer:
@@ -102,7 +129,7 @@ def train_tokenizer(texts: Iterable[str], family: Family, vocab_size: int) -> To
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                       show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
-    return tok
+    return _finish(tok, family, source="the trained tokenizer")
 
 
 def special_ids(tok: Tokenizer, family: Family, source: str = "the tokenizer") -> SpecialIds:

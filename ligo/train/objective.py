@@ -32,6 +32,8 @@ class LanguageModelingLoss(torch.nn.Module):
         selected = labels != IGNORE_INDEX
         logits = self.head(hidden[selected])  # (N, V), N = label tokens
         targets = labels[selected]
-        loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()  # softmax over 30-50k classes needs float32 accumulation
+        loss_sum = F.cross_entropy(logits, targets, reduction="sum")
         correct = (logits.argmax(dim=-1) == targets).sum()
         return {"loss_sum": loss_sum, "tokens": selected.sum(), "correct": correct}

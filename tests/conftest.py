@@ -1,0 +1,66 @@
+"""Shared fixtures: paths to the real data in ../shared/data and tiny run arguments."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))
+BERT_VOCAB = SHARED / "vocab" / "bert-base-uncased-vocab.txt"
+GPT2_BPE = SHARED / "vocab" / "gpt2"
+WIKI = SHARED / "corpus" / "wiki.txt"
+TOKENIZERS = {"bert": BERT_VOCAB, "roberta": GPT2_BPE, "gpt2": GPT2_BPE}
+
+
+def pytest_collection_modifyitems(config, items):
+    if not WIKI.is_file():
+        skip = pytest.mark.skip(reason=f"real data not found at {SHARED} (set LIGO_SHARED_DATA)")
+        for item in items:
+            if "shared_data" in getattr(item, "fixturenames", ()):
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One token cache for the whole session: each corpus/tokenizer pair is tokenised once."""
+    return tmp_path_factory.mktemp("token_cache")
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory, shared_data) -> Path:
+    """The first ~400 kB of the Wikipedia corpus (real articles, cut at an article end)."""
+    text = WIKI.read_text(encoding="utf-8")
+    cut = text.index("\n\n", 400_000)
+    path = tmp_path_factory.mktemp("corpus") / "wiki_head.txt"
+    path.write_text(text[:cut] + "\n", encoding="utf-8")
+    return path
+
+
+def write_config(folder: Path, family: str, **changes) -> Path:
+    """A copy of configs/<family>-tiny.json with `changes` applied."""
+    values = json.loads((CONFIGS / f"{family}-tiny.json").read_text())
+    values.update(changes)
+    path = folder / f"{family}-custom.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def run_argv(output_dir: Path, family: str, corpus: Path, cache: Path, *extra: str,
+             config: Path | None = None) -> list[str]:
+    """Arguments for a tiny, quiet pretraining run on real text."""
+    return ["--config", str(CONFIGS / f"{family}_wiki.txt"),
+            "--config_name", str(config or CONFIGS / f"{family}-tiny.json"),
+            "--output_dir", str(output_dir), "--train_files", str(corpus),
+            "--tokenizer_path", str(TOKENIZERS[family]), "--cache_dir", str(cache),
+            "--block_size", "64", "--per_device_train_batch_size", "8",
+            "--per_device_eval_batch_size", "16", "--eval_max_batches", "4",
+            "--bf16", "false", "--disable_tqdm", "--logging_steps", "5", *extra]

@@ -1,0 +1,47 @@
+import pytest
+
+from ligo.data.corpus import default_corpus_dir, resolve_corpus, split_documents
+
+TEXT = "First line of doc one.\nSecond line.\n\n\nDoc two, alone.\n  \nDoc three\n"
+
+
+def test_blank_line_documents_keep_their_first_line_number():
+    docs = list(split_documents(TEXT, "blank_line"))
+    assert [d.text for d in docs] == ["First line of doc one.\nSecond line.", "Doc two, alone.",
+                                      "Doc three"]
+    assert [d.line for d in docs] == [1, 5, 7]
+
+
+def test_line_and_file_modes():
+    assert len(list(split_documents(TEXT, "line"))) == 4
+    (whole,) = split_documents(TEXT, "file")
+    assert whole.text.startswith("First") and whole.text.endswith("Doc three")
+
+
+def test_folder_is_searched_recursively_and_sorted(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.txt").write_text("beta\n")
+    (tmp_path / "a.txt").write_text("alpha\n")
+    (tmp_path / "ignored.csv").write_text("not text")
+    corpus = resolve_corpus([str(tmp_path)])
+    assert [p.name for p in corpus.files] == ["a.txt", "x.txt"]
+    assert list(corpus.iter_texts()) == ["alpha", "beta"]
+
+
+def test_missing_and_empty_data_are_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_corpus([str(tmp_path / "nope.txt")])
+    with pytest.raises(FileNotFoundError, match="no .txt files"):
+        resolve_corpus([str(tmp_path)])
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        resolve_corpus([str(tmp_path / "empty.txt")])
+
+
+def test_embedded_default_corpus_is_installed_real_text():
+    folder = default_corpus_dir()
+    corpus = resolve_corpus(None)
+    assert corpus.documents == "file" and len(corpus.files) > 2000
+    assert all(folder in p.parents for p in corpus.files)
+    first = next(corpus.iter_texts())
+    assert len(first.split()) > 50  # a whole news article, not a stub

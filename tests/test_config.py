@@ -1,0 +1,49 @@
+import pytest
+
+from ligo.config import DataArguments, ModelArguments, TrainingArguments, parse_args, read_argument_file
+
+GROUPS = (ModelArguments, DataArguments, TrainingArguments)
+
+
+def test_argument_file_is_read_and_command_line_overrides_it(tmp_path):
+    args_file = tmp_path / "run.txt"
+    args_file.write_text("# a comment\nlearning_rate = 3e-4\nbf16 = true\n"
+                         "train_files = a.txt b.txt  # two files\nmax_steps = 10\n")
+    model, data, train = parse_args(GROUPS, ["--config", str(args_file), "--config_name", "c.json",
+                                             "--output_dir", "out", "--max_steps", "20"])
+    assert train.learning_rate == 3e-4 and train.bf16 is True
+    assert data.train_files == ["a.txt", "b.txt"]
+    assert train.max_steps == 20  # the command line wins
+    assert model.config_name == "c.json"
+
+
+def test_boolean_flags_accept_bare_and_explicit_forms():
+    _, _, bare = parse_args(GROUPS, ["--config_name", "c", "--output_dir", "o", "--bf16"])
+    _, _, explicit = parse_args(GROUPS, ["--config_name", "c", "--output_dir", "o", "--bf16", "false"])
+    assert bare.bf16 is True and explicit.bf16 is False
+
+
+def test_malformed_argument_file_names_the_line(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("max_steps = 3\nthis line has no equals sign\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2"):
+        read_argument_file(bad)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bf16", "--fp16"], "one of --bf16 and --fp16"),
+    (["--max_steps", "0"], "--max_steps must be at least 1"),
+    (["--lr_scheduler_type", "step"], "--lr_scheduler_type must be"),
+    (["--warmup_ratio", "1.5"], "--warmup_ratio"),
+    (["--mlm_probability", "1.2"], "--mlm_probability"),
+    (["--documents", "page"], "--documents"),
+])
+def test_bad_values_are_named(flags, message):
+    with pytest.raises(ValueError, match=message):
+        parse_args(GROUPS, ["--config_name", "c", "--output_dir", "o", *flags])
+
+
+def test_warmup_ratio_becomes_steps():
+    _, _, train = parse_args(GROUPS, ["--config_name", "c", "--output_dir", "o", "--max_steps", "200",
+                                      "--warmup_ratio", "0.06"])
+    assert train.num_warmup_steps == 12
