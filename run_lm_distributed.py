@@ -2,7 +2,7 @@
 """Pretrain BERT / RoBERTa (masked LM) or GPT-2 (causal LM); torchrun-able. See ligo/pretrain.py."""
 import sys
 
-from ligo.pretrain import main
+from ligo.pretrain import cli
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(sys.argv[1:])

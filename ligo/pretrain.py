@@ -92,12 +92,38 @@ def obtain_tokenizer(model_args: ModelArguments, data_args: DataArguments, corpu
     return load_tokenizer(path, family)
 
 
+# mistakes in the input: reported as one line by `cli`, never as a traceback
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """Console entry: `main`, with bad input reported as `error: <sentence>` (exit status 1).
+
+    Set LIGO_DEBUG=1 to see the traceback instead."""
+    try:
+        main(argv)
+    except USER_ERRORS as error:
+        if os.environ.get("LIGO_DEBUG"):
+            raise
+        sys.exit(f"error: {error}")
+
+
+def setup_logging(is_main: bool) -> None:
+    """Log lines of the `ligo` loggers to stderr (warnings only on ranks other than 0);
+    the root logger, and so the host application's logging, is left alone."""
+    root = logging.getLogger("ligo")
+    root.setLevel(logging.INFO if is_main else logging.WARNING)
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, train_args = parse_args(
         (ModelArguments, DataArguments, TrainingArguments), argv, description=__doc__)
     info = distributed.init_distributed()
-    logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    setup_logging(info.is_main)
     try:
         return pretrain(model_args, data_args, train_args, info)
     finally:
@@ -205,4 +231,4 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(sys.argv[1:])

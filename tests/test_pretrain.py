@@ -1,0 +1,199 @@
+"""End-to-end: `main(argv)` of run_lm_distributed.py on tiny configs and real text."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ligo.pretrain import main
+from tests.conftest import REPO, run_argv, write_config
+
+
+def eval_losses(output_dir):
+    rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in rows if row["split"] == "eval"]
+
+
+@pytest.mark.parametrize("family, auto_class", [("bert", "AutoModelForMaskedLM"),
+                                                ("roberta", "AutoModelForMaskedLM"),
+                                                ("gpt2", "AutoModelForCausalLM")])
+def test_main_runs_end_to_end_and_exports_a_transformers_model(family, auto_class, tmp_path,
+                                                               small_corpus, cache_dir):
+    import transformers
+
+    from ligo.train.events import read_scalars
+
+    out = tmp_path / "run"
+    results = main(run_argv(out, family, small_corpus, cache_dir, "--max_steps", "6",
+                            "--eval_steps", "3", "--ckpt_steps", "3"))
+    assert results["finished"] and results["step"] == 6
+    assert results["tokens"] == 6 * 8 * 64
+    assert results["flops"] == pytest.approx(results["tokens"] * results["flops_per_token"])
+    model = getattr(transformers, auto_class).from_pretrained(out)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    with torch.no_grad():
+        logits = model(**tokenizer("The history of the city", return_tensors="pt")).logits
+    assert torch.isfinite(logits).all()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-0000003",
+                                                                "checkpoint-0000006"]
+    scalars = read_scalars(out / "tensorboard")
+    tags = set(scalars)
+    for tag in ("train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/tokens",
+                "train/flops", "train/seconds", "eval/loss", "eval/ppl", "eval/accuracy",
+                "eval_by_gflops/loss", "eval_by_tokens/loss"):
+        assert tag in tags, tag
+    assert len(eval_losses(out)) == 2
+    assert [step for step, _ in scalars["eval/loss"]] == [3, 6]
+    assert scalars["eval/loss"][-1][1] == pytest.approx(eval_losses(out)[-1], rel=1e-6)
+
+
+@pytest.mark.parametrize("family, steps, extra", [
+    ("bert", 300, ["--learning_rate", "1e-3"]),
+    ("gpt2", 150, ["--learning_rate", "2e-3", "--bf16", "true"]),
+])
+def test_loss_decreases_on_real_text(family, steps, extra, tmp_path, small_corpus, cache_dir):
+    out = tmp_path / family
+    main(run_argv(out, family, small_corpus, cache_dir, "--max_steps", str(steps),
+                  "--eval_steps", str(steps // 6), "--warmup_steps", "20", "--documents", "line",
+                  "--ckpt_steps", "1000", *extra))
+    losses = eval_losses(out)
+    uniform = math.log(30522 if family == "bert" else 50257)
+    assert losses[-1] < losses[0] - 0.3, losses  # still improving after the first eval
+    assert losses[-1] < uniform - 2.0, losses  # far better than guessing
+
+
+def test_second_run_reuses_the_token_cache(tmp_path, small_corpus, caplog):
+    cache = tmp_path / "cache"
+    args = lambda name: run_argv(tmp_path / name, "bert", small_corpus, cache, "--max_steps", "1")
+    main(args("a"))
+    files = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
+    caplog.clear()
+    main(args("b"))
+    assert "reusing token cache" in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == files
+
+
+def test_default_corpus_and_trained_tokenizer_when_no_data_flags(tmp_path):
+    out = tmp_path / "default"
+    results = main(["--config", str(REPO / "configs" / "bert_wiki.txt"),
+                    "--config_name", str(REPO / "configs" / "bert-tiny.json"),
+                    "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"),
+                    "--max_steps", "2", "--per_device_train_batch_size", "4",
+                    "--eval_max_batches", "1", "--bf16", "false", "--disable_tqdm"])
+    assert results["finished"]
+    assert list((tmp_path / "cache").glob("bbcnews.*.bert-30522.tokenizer.json"))
+    assert (out / "tokenizer.json").is_file()
+
+
+# ------------------------------------------------------------------ interruption and resume
+def run_process(argv, env_extra=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    done = subprocess.run([sys.executable, str(REPO / "run_lm_distributed.py"), *argv],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+    return done
+
+
+def assert_same_weights(dir_a, dir_b):
+    a, b = load_file(dir_a / "model.safetensors"), load_file(dir_b / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("corrupt_latest", [False, True])
+def test_kill_and_resume_equals_uninterrupted_training(tmp_path, small_corpus, cache_dir,
+                                                       corrupt_latest):
+    common = ["--max_steps", "8", "--ckpt_steps", "2", "--eval_steps", "4",
+              "--save_total_limit", "3"]  # dropout stays on: RNG state must be restored too
+    straight = tmp_path / "straight"
+    main(run_argv(straight, "bert", small_corpus, cache_dir, *common))
+
+    resumed = tmp_path / "resumed"
+    first = run_process(run_argv(resumed, "bert", small_corpus, cache_dir, *common,
+                                 "--stop_after_steps", "4"))
+    assert first.returncode == 0, first.stderr
+    assert not (resumed / "model.safetensors").exists()  # it really stopped half way
+    assert json.loads((resumed / "results.json").read_text())["step"] == 4
+    if corrupt_latest:  # the newest checkpoint is damaged: resume from the one before
+        state = resumed / "checkpoint-0000004" / "state.pt"
+        state.write_bytes(state.read_bytes()[:1000])
+    second = run_process(run_argv(resumed, "bert", small_corpus, cache_dir, *common,
+                                  "--should_continue"))
+    assert second.returncode == 0, second.stderr
+    expected_start = 2 if corrupt_latest else 4
+    assert f"(step {expected_start})" in second.stderr
+    if corrupt_latest:
+        assert "skipping checkpoint at step 4" in second.stderr
+    assert_same_weights(straight, resumed)
+    assert eval_losses(straight)[-1] == eval_losses(resumed)[-1]
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("change, error, message", [
+    ({"model_type": "t5"}, ValueError, "unknown model type 't5'"),
+    ({"model_type": "nonsense"}, ValueError, "unknown model type 'nonsense'"),
+    ({"hidden_size": 60, "num_attention_heads": 7}, ValueError, "not divisible by 7 attention heads"),
+    ({"max_position_embeddings": 32}, ValueError, "--block_size 64 is above the 32 positions"),
+    ({"vocab_size": 1000}, ValueError, "tokenizer has 30522 tokens but the model's vocab_size is 1000"),
+])
+def test_bad_model_config_is_named(change, error, message, tmp_path, small_corpus, cache_dir):
+    config = write_config(tmp_path, "bert", **change)
+    with pytest.raises(error, match=message):
+        main(run_argv(tmp_path / "out", "bert", small_corpus, cache_dir, "--max_steps", "1",
+                      config=config))
+
+
+def test_bad_data_and_paths_are_named(tmp_path, small_corpus, cache_dir):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    cases = [
+        (["--train_files", str(tmp_path / "missing.txt")], FileNotFoundError, "does not exist"),
+        (["--train_files", str(empty)], ValueError, "empty"),
+        (["--config_name", str(tmp_path / "none.json")], FileNotFoundError, "model config"),
+        (["--tokenizer_path", str(tmp_path / "vocab.txt")], FileNotFoundError, "tokenizer path"),
+    ]
+    for flags, error, message in cases:
+        with pytest.raises(error, match=message):
+            main(run_argv(tmp_path / "out", "bert", small_corpus, cache_dir, "--max_steps", "1",
+                          *flags))
+
+
+def test_wrong_tokenizer_for_the_model(tmp_path, small_corpus, cache_dir):
+    argv = run_argv(tmp_path / "out", "bert", small_corpus, cache_dir, "--max_steps", "1")
+    argv[argv.index("--tokenizer_path") + 1] = str(REPO.parent / "shared/data/vocab/gpt2")
+    with pytest.raises(ValueError, match="not a bert tokenizer"):
+        main(argv)
+
+
+def test_unwritable_output_dir(tmp_path, small_corpus, cache_dir):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="cannot create --output_dir"):
+        main(run_argv(blocker / "out", "bert", small_corpus, cache_dir, "--max_steps", "1"))
+
+
+def test_output_dir_of_another_run_is_protected(tmp_path, small_corpus, cache_dir):
+    out = tmp_path / "out"
+    main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "2", "--ckpt_steps", "1"))
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "2"))
+    other = write_config(tmp_path, "bert", num_hidden_layers=1)
+    with pytest.raises(ValueError, match="holds a different run .*model_config"):
+        main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "2",
+                      "--should_continue", config=other))
+    assert len(list(out.glob("checkpoint-*"))) == 2  # nothing was deleted by the refusals
+    results = main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "1",
+                            "--overwrite_output_dir"))
+    assert results["step"] == 1 and not (out / "checkpoint-0000002").exists()
+
+
+def test_command_line_reports_bad_input_in_one_line(tmp_path, small_corpus, cache_dir):
+    config = write_config(tmp_path, "bert", hidden_size=60, num_attention_heads=7)
+    done = run_process(run_argv(tmp_path / "out", "bert", small_corpus, cache_dir, config=config))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in done.stderr
