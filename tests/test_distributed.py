@@ -1,0 +1,61 @@
+"""Data parallelism changes how a global batch is computed, never what is computed."""
+import os
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+
+from ligo.pretrain import main
+from tests.conftest import REPO, run_argv, write_config
+
+# float32 sums reduced in a different order (gloo all-reduce, micro-batches) differ in the last
+# bits; after 4 AdamW steps at lr 2e-4 that stays far below this
+TOLERANCE = dict(rtol=0, atol=2e-6)
+
+
+def weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+def assert_close_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], **TOLERANCE, msg=key)
+
+
+def no_dropout_config(folder):
+    return write_config(folder, "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def common(tmp_path, small_corpus, cache_dir, out, per_device, accumulation, config):
+    argv = run_argv(tmp_path / out, "bert", small_corpus, cache_dir, "--max_steps", "4",
+                    "--eval_steps", "4", "--ckpt_steps", "4", config=config)
+    argv[argv.index("--per_device_train_batch_size") + 1] = str(per_device)
+    return argv + ["--gradient_accumulation_steps", str(accumulation)]
+
+
+def test_two_process_gloo_ddp_equals_one_process_on_the_same_global_batch(tmp_path, small_corpus,
+                                                                           cache_dir):
+    config = no_dropout_config(tmp_path)
+    single = main(common(tmp_path, small_corpus, cache_dir, "single", 8, 1, config))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    ddp_argv = common(tmp_path, small_corpus, cache_dir, "ddp", 2, 2, config)  # 2 ranks x 2 x 2
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", str(REPO / "run_lm_distributed.py"), *ddp_argv],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "global batch 8" in done.stderr
+    before = weights(tmp_path / "single")
+    assert_close_weights(before, weights(tmp_path / "ddp"))
+    import json
+    ddp_results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert abs(ddp_results["eval_loss"] - single["eval_loss"]) < 1e-5
+    assert ddp_results["tokens"] == single["tokens"]
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path, small_corpus, cache_dir):
+    config = no_dropout_config(tmp_path)
+    main(common(tmp_path, small_corpus, cache_dir, "big", 8, 1, config))
+    main(common(tmp_path, small_corpus, cache_dir, "accumulated", 2, 4, config))
+    assert_close_weights(weights(tmp_path / "big"), weights(tmp_path / "accumulated"))
