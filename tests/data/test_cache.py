@@ -97,5 +97,5 @@ def test_cache_falls_back_when_data_folder_is_read_only(tmp_path, monkeypatch, b
 
 def test_tokenising_is_fast(small_corpus, bert_tok, tmp_path):
     result = build(small_corpus, bert_tok, tmp_path / "speed")
-    # ~400 kB; the README's 21 MB figure comes from bench/tokenize.py
+    # ~400 kB; the README's 26 MB figure comes from bench/tokenize_speed.py
     assert result.seconds < 10
