@@ -17,6 +17,9 @@ TOKENIZERS = {"bert": BERT_VOCAB, "roberta": GPT2_BPE, "gpt2": GPT2_BPE}
 
 
 def pytest_collection_modifyitems(config, items):
+    if not WIKI.is_file() and os.environ.get("CI"):
+        # in CI a missing data folder must fail loudly, not turn half the suite into skips
+        raise pytest.UsageError(f"real data not found at {SHARED} (set LIGO_SHARED_DATA)")
     if not WIKI.is_file():
         skip = pytest.mark.skip(reason=f"real data not found at {SHARED} (set LIGO_SHARED_DATA)")
         for item in items:
