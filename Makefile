@@ -1,13 +1,20 @@
 # The two quickstart commands:  make quickstart   and   make test
 # Both set up .venv first (scripts/setup.sh: CPU torch 2.13.0 unless a torch is already there).
+# USE_ACTIVE_ENV=1: install into and run with the active virtualenv/conda env's python
+ifeq ($(USE_ACTIVE_ENV),1)
+PY ?= python
+STAMP := .ligo-installed-active-env
+else
 PY ?= .venv/bin/python
+STAMP := .venv/.ligo-installed
+endif
 QUICKSTART_DIR ?= out/quickstart
 
 .PHONY: setup quickstart test bench-throughput bench-tokenize clean
 
-setup: .venv/.ligo-installed
+setup: $(STAMP)
 
-.venv/.ligo-installed: setup.cfg pyproject.toml scripts/setup.sh
+$(STAMP): setup.cfg pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 	touch $@
 
@@ -27,4 +34,4 @@ bench-tokenize: setup
 	$(PY) bench/tokenize_speed.py
 
 clean:
-	rm -rf .venv out *.egg-info
+	rm -rf .venv out *.egg-info .ligo-installed-active-env

@@ -8,7 +8,8 @@
 #   2. otherwise, on a machine with an NVIDIA driver, the default (CUDA) wheel is installed;
 #   3. otherwise the CPU build of torch 2.13.0: first from a local wheel if pip's
 #      find-links has one, else from PyTorch's CPU-only index.
-# Override with TORCH_SPEC (e.g. "torch==2.13.0") and TORCH_INDEX_URL.
+# Override with TORCH_SPEC (e.g. "torch==2.13.0") and TORCH_INDEX_URL. USE_ACTIVE_ENV=1 installs
+# into the `python` on PATH (an active virtualenv or conda env) instead of .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +18,8 @@ VENV=${VENV:-.venv}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
 
-if [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && [ "${USE_ACTIVE_ENV:-0}" = 1 ]; then
-  PY=$(command -v python)
+if [ "${USE_ACTIVE_ENV:-0}" = 1 ]; then
+  PY=$(command -v python)  # the active virtualenv / conda env
 else
   if [ ! -x "$VENV/bin/python" ]; then
     # system site packages stay visible so an existing (CUDA) torch is reused, not replaced

@@ -197,3 +197,14 @@ def test_command_line_reports_bad_input_in_one_line(tmp_path, small_corpus, cach
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in done.stderr
+
+
+def test_fp16_with_grad_scaler_trains(tmp_path, small_corpus, cache_dir):
+    results = main(run_argv(tmp_path / "fp16", "bert", small_corpus, cache_dir, "--bf16", "false",
+                            "--fp16", "--max_steps", "4", "--eval_steps", "4"))
+    assert results["finished"] and math.isfinite(results["eval_loss"])
+    state = torch.load(next((tmp_path / "fp16").glob("checkpoint-*")) / "state.pt",
+                       weights_only=True)
+    assert state["scaler"]["scale"] > 0  # the scaler really ran and was saved
+    assert state["data_position"]["global_batch"] == 8
+    assert state["progress"]["step"] == 4 and state["progress"]["flops"] > 0

@@ -143,7 +143,11 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": all_rng,
                 "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-                "progress": asdict(self.progress), "run": json.dumps(self.run_identity)}
+                "progress": asdict(self.progress), "run": json.dumps(self.run_identity),
+                # informational: the position is a function of (seed, step, global batch)
+                "data_position": {"epoch": self.progress.step // self.order.steps_per_epoch,
+                                  "batch_in_epoch": self.progress.step % self.order.steps_per_epoch,
+                                  "global_batch": self.global_batch, "seed": self.args.seed}}
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -193,8 +197,8 @@ class Trainer:
             bar.update(1)
             step = self.progress.step
             if step % args.logging_steps == 0 or step == args.max_steps:
-                totals = distributed.all_reduce_sum(
-                    torch.tensor([interval["loss_sum"]], dtype=torch.float64), info)
+                totals = distributed.all_reduce_sum(  # on the device: nccl has no CPU tensors
+                    torch.tensor([interval["loss_sum"]], dtype=torch.float64, device=info.device), info)
                 values = {"loss": totals.item() / max(interval["label_tokens"], 1),
                           "lr": self.scheduler.get_last_lr()[0],
                           "grad_norm": float(out["grad_norm"]),

@@ -45,3 +45,26 @@ def test_embedded_default_corpus_is_installed_real_text():
     assert all(folder in p.parents for p in corpus.files)
     first = next(corpus.iter_texts())
     assert len(first.split()) > 50  # a whole news article, not a stub
+
+
+def test_hf_dataset_rows_become_documents(monkeypatch):
+    """The `--dataset_name` path, with a stand-in `datasets` module (no network in tests)."""
+    import sys
+    import types
+
+    class Rows(dict):
+        column_names = ["text", "id"]
+
+    calls = []
+    fake = types.SimpleNamespace(load_dataset=lambda name, config, split: calls.append(
+        (name, config, split)) or Rows(text=["A first article.", "  ", "Second one."], id=[1, 2, 3]))
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    corpus = resolve_corpus(None, dataset_name="org/wiki", dataset_config_name="en")
+    assert corpus.name == "org_wiki"
+    docs = list(corpus.iter_documents())
+    assert [(d.text, d.line) for d in docs] == [("A first article.", 0), ("Second one.", 2)]
+    assert calls == [("org/wiki", "en", "train")]
+    with pytest.raises(ValueError, match="no column 'body'"):
+        list(resolve_corpus(None, dataset_name="org/wiki", text_column="body").iter_documents())
+    with pytest.raises(ValueError, match="not both"):
+        resolve_corpus(["a.txt"], dataset_name="org/wiki")
