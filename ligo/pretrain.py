@@ -20,13 +20,10 @@ import torch
 
 from ligo import distributed
 from ligo.config import DataArguments, ModelArguments, TrainingArguments, parse_args
-from ligo.data import cache as token_cache
-from ligo.data.blocks import TokenBlocks
-from ligo.data.collators import CLMCollator, MLMCollator
-from ligo.data.corpus import Corpus, resolve_corpus
-from ligo.data.tokenizer import (load_tokenizer, save_hf_tokenizer, special_ids, train_tokenizer,
-                                 word_start_table)
-from ligo.families import Family, family_of
+from ligo.data.corpus import resolve_corpus
+from ligo.data.pipeline import align_config_with_tokenizer, build_lm_data, obtain_tokenizer
+from ligo.data.tokenizer import save_hf_tokenizer
+from ligo.families import family_of
 from ligo.models import build_model, check_block_size, load_config
 from ligo.train.checkpoint import atomic_write_text, list_checkpoints, load_latest_valid
 from ligo.train.flops import training_flops_per_token
@@ -37,7 +34,10 @@ from ligo.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("ligo")
 RUN_FILE = "run.json"
-OWN_OUTPUTS = ("tensorboard", "metrics.jsonl", RUN_FILE, "results.json")
+# what a run writes besides checkpoints; --overwrite_output_dir removes exactly these
+OWN_OUTPUTS = ("tensorboard", "metrics.jsonl", RUN_FILE, "results.json", "config.json",
+               "generation_config.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json", "special_tokens_map.json")
 
 
 def prepare_output_dir(args: TrainingArguments, identity: dict, info) -> None:
@@ -72,24 +72,6 @@ def prepare_output_dir(args: TrainingArguments, identity: dict, info) -> None:
     distributed.barrier(info)
     if info.is_main:
         atomic_write_text(run_file, json.dumps(identity, indent=1, sort_keys=True))
-
-
-def obtain_tokenizer(model_args: ModelArguments, data_args: DataArguments, corpus: Corpus,
-                     family: Family, vocab_size: int, info):
-    if model_args.tokenizer_path:
-        return load_tokenizer(model_args.tokenizer_path, family)
-    # none given: train one on the corpus (once; later runs and other ranks load it)
-    folder = token_cache.cache_folder(corpus, data_args.cache_dir)
-    path = folder / f"{corpus.name}.{corpus.key()[:16]}.{family.name}-{vocab_size}.tokenizer.json"
-    if info.is_main and not path.exists():
-        log.info("no --tokenizer_path: training a %s tokenizer (%d tokens) on %s",
-                 family.name, vocab_size, corpus.name)
-        tok = train_tokenizer(corpus.iter_texts(), family, vocab_size)
-        tmp = path.with_suffix(".tmp")
-        tok.save(str(tmp))
-        os.replace(tmp, path)
-    distributed.barrier(info)
-    return load_tokenizer(path, family)
 
 
 # mistakes in the input: reported as one line by `cli`, never as a traceback
@@ -140,21 +122,10 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
 
     corpus = resolve_corpus(data_args.train_files, data_args.documents, data_args.dataset_name,
                             data_args.dataset_config_name, data_args.text_column)
-    tok = obtain_tokenizer(model_args, data_args, corpus, family, config.vocab_size, info)
-    ids = special_ids(tok, family)
+    tok = obtain_tokenizer(model_args.tokenizer_path, corpus, family, config.vocab_size,
+                           data_args.cache_dir, info)
+    ids = align_config_with_tokenizer(config, family, tok, data_args.block_size)
     tok_vocab = tok.get_vocab_size(with_added_tokens=True)
-    if tok_vocab > config.vocab_size:
-        raise ValueError(f"the tokenizer has {tok_vocab} tokens but the model's vocab_size is "
-                         f"{config.vocab_size}: use a matching tokenizer or a config with "
-                         f"vocab_size >= {tok_vocab}")
-    if family.position_offset and ids.pad + 1 + data_args.block_size > config.max_position_embeddings:
-        raise ValueError(f"the tokenizer's pad id is {ids.pad}, but {family.name} numbers positions "
-                         f"from pad id + 1, so blocks of {data_args.block_size} tokens need "
-                         f"max_position_embeddings >= {ids.pad + 1 + data_args.block_size}; use a "
-                         f"tokenizer whose {family.specials.pad} has a small id")
-    # the model must agree with the tokenizer on its special ids (RoBERTa's position ids
-    # are computed from pad_token_id, for one)
-    config.pad_token_id, config.bos_token_id, config.eos_token_id = ids.pad, ids.bos, ids.eos
 
     identity = {"model_config": config.to_diff_dict(), "corpus": corpus.key(),
                 "tokenizer_vocab": tok_vocab, "block_size": data_args.block_size,
@@ -163,30 +134,9 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
     identity["model_config"].pop("transformers_version", None)
     prepare_output_dir(train_args, identity, info)
 
-    cache = None
-    if info.is_main:
-        cache = token_cache.build_or_reuse(corpus, tok, ids.eos, data_args.validation_split_percentage,
-                                           cache_dir=data_args.cache_dir,
-                                           progress=not train_args.disable_tqdm)
-        log.info("%s token cache %s (%.1fs)", "built" if cache.built else "reusing", cache.path,
-                 cache.seconds)
-    cache = distributed.broadcast_object(cache, info)
-    bos = ids.bos if family.prepend_bos else None
-    eos = ids.eos if family.objective == "mlm" else None
-    train_blocks = TokenBlocks(token_cache.open_split(cache.path, "train"), data_args.block_size, bos, eos)
-    valid_blocks = TokenBlocks(token_cache.open_split(cache.path, "valid"), data_args.block_size, bos, eos)
-    if len(valid_blocks) == 0:
-        raise ValueError(f"the validation split has no complete block of {data_args.block_size} "
-                         "tokens; raise --validation_split_percentage or use more data")
-
-    if family.objective == "mlm":
-        collator = MLMCollator(ids.mask, tok_vocab, ids.all(), train_args.seed,
-                               data_args.mlm_probability,
-                               word_start_table(tok, family) if data_args.whole_word_mask else None)
-        head_fraction = data_args.mlm_probability
-    else:
-        collator = CLMCollator()
-        head_fraction = 1.0
+    data = build_lm_data(corpus, tok, ids, family, data_args, train_args.seed, info,
+                         progress=not train_args.disable_tqdm)
+    train_blocks, valid_blocks = data.train, data.valid
 
     torch.manual_seed(train_args.seed)  # identical initial weights on every rank
     model = build_model(config, family, model_args.model_name_or_path).to(info.device)
@@ -197,10 +147,10 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
     scheduler = build_scheduler(optimizer, train_args.lr_scheduler_type, train_args.num_warmup_steps,
                                 train_args.max_steps, train_args.lr_end, train_args.poly_power)
     scaler = torch.amp.GradScaler(info.device.type, enabled=train_args.fp16)
-    flops_per_token = training_flops_per_token(config, data_args.block_size, head_fraction,
+    flops_per_token = training_flops_per_token(config, data_args.block_size, data.head_fraction,
                                                family.head_transform)
     trainer = Trainer(loss_module, model, optimizer, scheduler, scaler, train_blocks, valid_blocks,
-                      collator, train_args, info, flops_per_token, identity,
+                      data.collator, train_args, info, flops_per_token, identity,
                       MetricsLogger(train_args.output_dir, info.is_main))
     if train_args.should_continue:
         found = load_latest_valid(Path(train_args.output_dir))

@@ -186,9 +186,12 @@ def test_output_dir_of_another_run_is_protected(tmp_path, small_corpus, cache_di
         main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "2",
                       "--should_continue", config=other))
     assert len(list(out.glob("checkpoint-*"))) == 2  # nothing was deleted by the refusals
-    results = main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "1",
-                            "--overwrite_output_dir"))
+    assert (out / "model.safetensors").exists()
+    results = main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "3",
+                            "--stop_after_steps", "1", "--overwrite_output_dir"))
     assert results["step"] == 1 and not (out / "checkpoint-0000002").exists()
+    # the replaced run's exported model is gone too: nothing in the folder mixes two runs
+    assert not (out / "model.safetensors").exists()
 
 
 def test_command_line_reports_bad_input_in_one_line(tmp_path, small_corpus, cache_dir):

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 
 from ligo.data.collators import IGNORE_INDEX, CLMCollator, MLMCollator
