@@ -25,7 +25,8 @@ from ligo.data.pipeline import align_config_with_tokenizer, build_lm_data, obtai
 from ligo.data.tokenizer import save_hf_tokenizer
 from ligo.families import family_of
 from ligo.models import build_model, check_block_size, load_config
-from ligo.train.checkpoint import atomic_write_text, list_checkpoints, load_latest_valid
+from ligo.fileio import atomic_write_text
+from ligo.train.checkpoint import list_checkpoints, load_latest_valid
 from ligo.train.flops import training_flops_per_token
 from ligo.train.loop import Trainer
 from ligo.train.metrics import MetricsLogger

@@ -31,6 +31,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ligo.data.corpus import Corpus
+from ligo.fileio import atomic_write_text
 from ligo.data.tokenizer import fingerprint
 
 FORMAT_VERSION = 1
@@ -155,7 +156,7 @@ def _write(path: Path, corpus: Corpus, tok: Tokenizer, ids: np.ndarray, doc_leng
             f.attrs.update(tokenizer=fingerprint(tok), vocab_size=vocab_size,
                            corpus=json.dumps(corpus.fingerprint()), valid_percent=valid_percent,
                            split_seed=split_seed, version=FORMAT_VERSION, complete=True)
-        path.with_suffix(".line").write_text("\n".join(rows) + "\n")
+        atomic_write_text(path.with_suffix(".line"), "\n".join(rows) + "\n")
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):

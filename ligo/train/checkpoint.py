@@ -44,21 +44,6 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     """(step, folder) of every checkpoint folder, oldest first."""
     found = []
