@@ -177,6 +177,12 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
             model.save_pretrained(train_args.output_dir)
             save_hf_tokenizer(tok, family, train_args.output_dir)
         atomic_write_text(Path(train_args.output_dir) / "results.json", json.dumps(results, indent=1))
+        log.info("%s at step %d: eval loss %.4f (ppl %.1f), %.3g FLOPs, %.0fs of training; %s",
+                 "finished" if finished else "stopped", trainer.progress.step,
+                 evaluation["loss"], evaluation["ppl"], trainer.progress.flops,
+                 trainer.progress.seconds,
+                 f"model saved to {train_args.output_dir}" if finished
+                 else "resume with --should_continue")
     trainer.metrics.close()
     return results
 
