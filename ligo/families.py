@@ -2,8 +2,15 @@
 
 Everything the rest of the package needs to know about BERT, RoBERTa and GPT-2 lives in
 one `Family` record each: which `transformers` class to build, which objective trains it,
-where its LM head sits, how many positions a block may use and which special tokens its
-tokenizer must have. Adding a family means adding one record (and its tests).
+where its LM head sits, how many positions a block may use, which special tokens its
+tokenizer must have, and where each *role* of the model sits in its state dict (the key
+map that growth operators work through: they speak roles, never family-specific keys).
+
+Roles are canonical: every matrix is (out, in) like `nn.Linear`; GPT-2's Conv1D weights are
+stored transposed and its `c_attn` fuses q, k and v, which the key map records as
+`Param(..., transpose=True, part=(0, 3))`. `ROLE_AXES` names the kind of each axis of each
+role (hidden, attention, ffn, vocab, ...), which is what a width operator needs to know.
+Adding a family means adding one record (and its tests).
 """
 from __future__ import annotations
 
@@ -24,12 +31,81 @@ class SpecialTokens:
 
 
 @dataclass(frozen=True)
+class Param:
+    """Where a role lives: an HF state-dict key (`{i}` = layer index) and how it is stored."""
+
+    key: str
+    transpose: bool = False  # Conv1D keeps (in, out); roles are (out, in)
+    part: tuple[int, int] | None = None  # (index, count): a slice of a tensor fused on `out`
+
+
+# the kind of every axis of every role; "attention" is heads x head size (q/k/v outputs)
+ROLE_AXES: dict[str, tuple[str, ...]] = {
+    "embed.word": ("vocab", "hidden"), "embed.position": ("position", "hidden"),
+    "embed.token_type": ("token_type", "hidden"),
+    "embed.ln.weight": ("hidden",), "embed.ln.bias": ("hidden",),
+    "final_ln.weight": ("hidden",), "final_ln.bias": ("hidden",),
+    "head.dense.weight": ("hidden", "hidden"), "head.dense.bias": ("hidden",),
+    "head.ln.weight": ("hidden",), "head.ln.bias": ("hidden",), "head.bias": ("vocab",),
+    **{f"{p}.weight": ("attention", "hidden") for p in ("q", "k", "v")},
+    **{f"{p}.bias": ("attention",) for p in ("q", "k", "v")},
+    "attn_out.weight": ("hidden", "attention"), "attn_out.bias": ("hidden",),
+    "ffn_in.weight": ("ffn", "hidden"), "ffn_in.bias": ("ffn",),
+    "ffn_out.weight": ("hidden", "ffn"), "ffn_out.bias": ("hidden",),
+    "ln_attn.weight": ("hidden",), "ln_attn.bias": ("hidden",),
+    "ln_ffn.weight": ("hidden",), "ln_ffn.bias": ("hidden",),
+}
+LAYER_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out", "ln_attn", "ln_ffn")
+
+
+def _encoder_keys(prefix: str, head: dict[str, str]) -> dict[str, Param]:
+    """BERT and RoBERTa share the encoder layout; only the prefix and the head differ."""
+    layer = f"{prefix}.encoder.layer.{{i}}"
+    keys = {"embed.word": f"{prefix}.embeddings.word_embeddings.weight",
+            "embed.position": f"{prefix}.embeddings.position_embeddings.weight",
+            "embed.token_type": f"{prefix}.embeddings.token_type_embeddings.weight",
+            "embed.ln.weight": f"{prefix}.embeddings.LayerNorm.weight",
+            "embed.ln.bias": f"{prefix}.embeddings.LayerNorm.bias", **head}
+    for kind in ("weight", "bias"):
+        keys.update({f"q.{kind}": f"{layer}.attention.self.query.{kind}",
+                     f"k.{kind}": f"{layer}.attention.self.key.{kind}",
+                     f"v.{kind}": f"{layer}.attention.self.value.{kind}",
+                     f"attn_out.{kind}": f"{layer}.attention.output.dense.{kind}",
+                     f"ln_attn.{kind}": f"{layer}.attention.output.LayerNorm.{kind}",
+                     f"ffn_in.{kind}": f"{layer}.intermediate.dense.{kind}",
+                     f"ffn_out.{kind}": f"{layer}.output.dense.{kind}",
+                     f"ln_ffn.{kind}": f"{layer}.output.LayerNorm.{kind}"})
+    return {role: Param(key) for role, key in keys.items()}
+
+
+def _gpt2_keys() -> dict[str, Param]:
+    layer = "transformer.h.{i}"
+    keys = {"embed.word": Param("transformer.wte.weight"),
+            "embed.position": Param("transformer.wpe.weight"),
+            "final_ln.weight": Param("transformer.ln_f.weight"),
+            "final_ln.bias": Param("transformer.ln_f.bias")}
+    for kind in ("weight", "bias"):
+        transpose = kind == "weight"
+        for index, role in enumerate(("q", "k", "v")):
+            keys[f"{role}.{kind}"] = Param(f"{layer}.attn.c_attn.{kind}", transpose, (index, 3))
+        keys[f"attn_out.{kind}"] = Param(f"{layer}.attn.c_proj.{kind}", transpose)
+        keys[f"ffn_in.{kind}"] = Param(f"{layer}.mlp.c_fc.{kind}", transpose)
+        keys[f"ffn_out.{kind}"] = Param(f"{layer}.mlp.c_proj.{kind}", transpose)
+        keys[f"ln_attn.{kind}"] = Param(f"{layer}.ln_1.{kind}")
+        keys[f"ln_ffn.{kind}"] = Param(f"{layer}.ln_2.{kind}")
+    return keys
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     model_class: str  # attribute of `transformers`
     objective: str  # "mlm" or "clm"
     head_attr: str  # the LM head module, applied to hidden states of the base model
     specials: SpecialTokens
+    keys: dict[str, Param] = None  # role -> where it is stored
+    tied: dict[str, str] = None  # state-dict key -> the role it is a tied copy of
+    pre_layernorm: bool = False  # GPT-2: LayerNorm before each sublayer, and a final one
     head_transform: bool = True  # an H x H dense + LayerNorm before the decoder (BERT, RoBERTa)
     position_offset: int = 0  # RoBERTa reserves positions 0..pad_token_id
     prepend_bos: bool = True
@@ -46,13 +122,28 @@ ROBERTA_SPECIALS = SpecialTokens(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>"
 GPT2_SPECIALS = SpecialTokens(bos="<|endoftext|>", eos="<|endoftext|>", pad="<|endoftext|>",
                               unk=None, mask=None)
 
+_BERT_HEAD = {"head.dense.weight": "cls.predictions.transform.dense.weight",
+              "head.dense.bias": "cls.predictions.transform.dense.bias",
+              "head.ln.weight": "cls.predictions.transform.LayerNorm.weight",
+              "head.ln.bias": "cls.predictions.transform.LayerNorm.bias",
+              "head.bias": "cls.predictions.bias"}
+_ROBERTA_HEAD = {"head.dense.weight": "lm_head.dense.weight", "head.dense.bias": "lm_head.dense.bias",
+                 "head.ln.weight": "lm_head.layer_norm.weight",
+                 "head.ln.bias": "lm_head.layer_norm.bias", "head.bias": "lm_head.bias"}
+
 FAMILIES: dict[str, Family] = {
-    "bert": Family("bert", "BertForMaskedLM", "mlm", "cls", BERT_SPECIALS),
+    "bert": Family("bert", "BertForMaskedLM", "mlm", "cls", BERT_SPECIALS,
+                   keys=_encoder_keys("bert", _BERT_HEAD),
+                   tied={"cls.predictions.decoder.weight": "embed.word",
+                         "cls.predictions.decoder.bias": "head.bias"}),
     # RoBERTa position ids start at pad_token_id + 1, so two positions are never usable
     "roberta": Family("roberta", "RobertaForMaskedLM", "mlm", "lm_head", ROBERTA_SPECIALS,
+                      keys=_encoder_keys("roberta", _ROBERTA_HEAD),
+                      tied={"lm_head.decoder.weight": "embed.word", "lm_head.decoder.bias": "head.bias"},
                       position_offset=2),
     "gpt2": Family("gpt2", "GPT2LMHeadModel", "clm", "lm_head", GPT2_SPECIALS,
-                   head_transform=False, prepend_bos=False),
+                   keys=_gpt2_keys(), tied={"lm_head.weight": "embed.word"},
+                   pre_layernorm=True, head_transform=False, prepend_bos=False),
 }
 
 

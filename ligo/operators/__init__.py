@@ -1,0 +1,89 @@
+"""One API for every growth operator: `grow(small, target_config, depth=..., width=...)`.
+
+An operator is a function over roles (ligo.roles), never over family-specific keys. Width
+growth is applied first, at the source depth, then depth growth. Parameters that exist only
+in the target (random layers, new neurons of the `random` width scheme, extra position
+embeddings) come from a target model freshly initialised with `seed`, so every random
+choice is reproducible.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ligo.families import family_of
+from ligo.models import load_config
+from ligo.operators.depth import DEPTH_OPERATORS
+from ligo.operators.width import WIDTH_OPERATORS, check_width_growth
+from ligo.roles import Roles, check_state_matches_config, from_roles, to_roles
+
+
+def _fresh_roles(config, family, seed: int, dtype: torch.dtype) -> Roles:
+    torch.manual_seed(seed)
+    model = family.build_class()(config)
+    return to_roles(model.state_dict(), family).map(lambda role, t: t.to(dtype))
+
+
+def check_growth(small_config, large_config) -> None:
+    small, large = family_of(small_config), family_of(large_config)
+    if small.name != large.name:
+        raise ValueError(f"cannot grow a {small.name} model into a {large.name} config")
+    pairs = {"layers": (small_config.num_hidden_layers, large_config.num_hidden_layers),
+             "hidden size": (small_config.hidden_size, large_config.hidden_size)}
+    for name, (a, b) in pairs.items():
+        if b < a:
+            raise ValueError(f"the target is smaller than the source: {name} {a} -> {b}")
+    if small_config.vocab_size != large_config.vocab_size:
+        raise ValueError(f"the vocabulary is never grown: source vocab_size {small_config.vocab_size}"
+                         f", target {large_config.vocab_size}")
+
+
+def grow_roles(roles: Roles, small_config, large_config, depth: str = "stack",
+               width: str | None = None, depth_options: dict | None = None,
+               width_options: dict | None = None, seed: int = 0) -> Roles:
+    family = family_of(large_config)
+    check_growth(small_config, large_config)
+    dtype = roles.layers[0]["q.weight"].dtype
+    fresh = _fresh_roles(large_config, family, seed, dtype)
+    generator = torch.Generator().manual_seed(seed)
+    if depth not in DEPTH_OPERATORS:
+        raise ValueError(f"unknown depth scheme {depth!r}; choose from {', '.join(DEPTH_OPERATORS)}")
+    width = check_width_growth(small_config, large_config, width)
+    if width is not None:
+        roles = WIDTH_OPERATORS[width](roles, small_config, large_config, family=family,
+                                       fresh=fresh, generator=generator, **(width_options or {}))
+    layers = DEPTH_OPERATORS[depth](roles.layers, large_config.num_hidden_layers, family=family,
+                                    fresh=fresh.layers, generator=generator, **(depth_options or {}))
+    model_roles = {}
+    for role, target in fresh.model.items():
+        source = roles.model[role]
+        if source.shape == target.shape:
+            model_roles[role] = source.clone()
+        else:  # more positions in the target: the known ones are kept, the rest are fresh
+            model_roles[role] = target.clone()
+            model_roles[role][tuple(slice(0, n) for n in source.shape)] = source
+    return Roles(model_roles, layers)
+
+
+def grow_state(state: dict[str, torch.Tensor], small_config, large_config, **options) -> dict:
+    family = family_of(small_config)
+    check_state_matches_config(state, small_config, family, what="the source checkpoint")
+    grown = grow_roles(to_roles(state, family), small_config, large_config, **options)
+    return from_roles(grown, family)
+
+
+def grow(small, large_config, depth: str = "stack", width: str | None = None, **options):
+    """Grow `small` (an HF model, or a folder holding one) into a ready HF model of
+    `large_config` (a config object or a path to a config JSON)."""
+    if isinstance(small, (str, Path)):
+        small_config = load_config(small)
+        small = family_of(small_config).build_class().from_pretrained(str(small), config=small_config)
+    if isinstance(large_config, (str, Path)):
+        large_config = load_config(large_config)
+    state = {k: v.detach() for k, v in small.state_dict().items()}
+    grown = grow_state(state, small.config, large_config, depth=depth, width=width, **options)
+    dtype = next(iter(state.values())).dtype
+    model = family_of(large_config).build_class()(large_config).to(dtype)
+    model.load_state_dict(grown, strict=True)
+    return model

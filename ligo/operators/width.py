@@ -1,0 +1,237 @@
+"""Width growth: hidden H1 -> H2, FFN F1 -> F2, heads n1 -> n2 (roles, any family).
+
+Every operator is the same expansion with different choices. For each axis kind (hidden,
+ffn, attention) an index map g says which source unit each target unit copies (the first D1
+map to themselves); c[k] counts the copies of source unit k. A role is expanded by
+gathering every axis through its map; where an axis is an *input* of a matrix, the columns
+are divided by the count (Net2Net's rescale), so duplicated units sum back to the original
+contribution. Attention grows by whole heads (head size must not change), so every new head
+computes exactly the attention of the head it copies.
+
+The residual stream feeds the tied output embedding through the last LayerNorm (BERT's head
+LayerNorm, GPT-2's ln_f): that LayerNorm is divided by the counts too, since the decoder
+matrix is the (undivided) input embedding.
+
+    net2net        random maps on every axis (Chen et al. 2016), optional noise on the copies
+    bert2bert_fpi  function-preserving init (Chen et al. 2022): hidden units copied round-robin,
+                   FFN units and heads at random
+    bert2bert_aki  advanced knowledge init: FPI, but the new units of layer l take their
+                   incoming weights from layer l+1 (the last layer from itself)
+    double         staged training (Shen et al. 2022): every width exactly doubled, each unit
+                   copied once (block duplication)
+    zero           masked growth (MSG-style): new units get fresh incoming weights and zero
+                   outgoing weights; new hidden dims start at zero
+    random         the source block kept, every new parameter from the target's initialiser
+
+Exactness: LayerNorm normalises over the hidden units, so duplicating hidden units preserves
+its statistics only when every unit has the same number of copies (H2 a multiple of H1 with
+round-robin copies): `double` always, `bert2bert_fpi` when H2 % H1 == 0, `zero` when the
+hidden size does not change. FFN and head growth are exact for net2net, fpi, double and zero.
+"""
+from __future__ import annotations
+
+import torch
+
+from ligo.families import ROLE_AXES, Family
+from ligo.roles import Roles
+
+# the last LayerNorm before the tied decoder: scaled by 1/count like a matrix input
+FEEDS_TIED_DECODER = {"head.ln.weight", "head.ln.bias", "final_ln.weight", "final_ln.bias"}
+
+
+def _ffn(config) -> int:
+    return getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) \
+        or 4 * config.hidden_size
+
+
+def _head_size(config) -> int:
+    return config.hidden_size // config.num_attention_heads
+
+
+def check_width_growth(small_config, large_config, width: str | None) -> str | None:
+    same = (small_config.hidden_size == large_config.hidden_size
+            and _ffn(small_config) == _ffn(large_config)
+            and small_config.num_attention_heads == large_config.num_attention_heads)
+    if same:
+        return None  # nothing to grow in width, whatever scheme was named
+    if width is None:
+        raise ValueError(f"the width changes (hidden {small_config.hidden_size} -> "
+                         f"{large_config.hidden_size}, ffn {_ffn(small_config)} -> "
+                         f"{_ffn(large_config)}): choose a width scheme "
+                         f"({', '.join(WIDTH_OPERATORS)})")
+    if width not in WIDTH_OPERATORS:
+        raise ValueError(f"unknown width scheme {width!r}; choose from {', '.join(WIDTH_OPERATORS)}")
+    if _ffn(large_config) < _ffn(small_config) or \
+            large_config.num_attention_heads < small_config.num_attention_heads:
+        raise ValueError("the target is smaller than the source: ffn "
+                         f"{_ffn(small_config)} -> {_ffn(large_config)}, heads "
+                         f"{small_config.num_attention_heads} -> {large_config.num_attention_heads}")
+    if _head_size(small_config) != _head_size(large_config):
+        raise ValueError(f"width growth adds whole heads, so the head size must stay the same: "
+                         f"source {_head_size(small_config)}, target {_head_size(large_config)}")
+    return width
+
+
+def _index_map(old: int, new: int, how: str, generator: torch.Generator) -> torch.Tensor:
+    """Target unit -> source unit; the first `old` units keep their place."""
+    extra = new - old
+    if how == "round_robin":
+        tail = torch.arange(extra) % old
+    else:
+        tail = torch.randint(0, old, (extra,), generator=generator)
+    return torch.cat([torch.arange(old), tail])
+
+
+def build_maps(small_config, large_config, choice: dict[str, str], generator) -> dict[str, torch.Tensor]:
+    """Index maps per axis kind; `choice` says round_robin or random for hidden/ffn/heads."""
+    heads = _index_map(small_config.num_attention_heads, large_config.num_attention_heads,
+                       choice["heads"], generator)
+    size = _head_size(small_config)
+    return {"hidden": _index_map(small_config.hidden_size, large_config.hidden_size,
+                                 choice["hidden"], generator),
+            "ffn": _index_map(_ffn(small_config), _ffn(large_config), choice["ffn"], generator),
+            "attention": (heads[:, None] * size + torch.arange(size)).flatten()}
+
+
+def _input_axis(role: str, tensor: torch.Tensor) -> int | None:
+    """Which axis is divided by the copy counts: matrix inputs, and the decoder-feeding LN."""
+    if role in FEEDS_TIED_DECODER:
+        return 0
+    if tensor.ndim == 2 and not role.startswith("embed."):
+        return 1
+    return None
+
+
+def expand(role: str, tensor: torch.Tensor, maps: dict[str, torch.Tensor],
+           counts: dict[str, torch.Tensor], power: int = 1) -> torch.Tensor:
+    """Gather every mapped axis; divide the input axis by count**power (power 2 maps Adam's
+    second moment: a value scaled by s has its squared-gradient statistic scaled by s**2)."""
+    axes = ROLE_AXES[role]
+    for axis, kind in enumerate(axes):
+        if kind in maps:
+            tensor = tensor.index_select(axis, maps[kind])
+    axis = _input_axis(role, tensor)
+    if axis is not None and axes[axis] in maps:
+        kind = axes[axis]
+        scale = counts[kind][maps[kind]].to(tensor.dtype) ** power
+        shape = [1] * tensor.ndim
+        shape[axis] = -1
+        tensor = tensor / scale.view(shape)
+    return tensor
+
+
+def _counts(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {kind: torch.bincount(index) for kind, index in maps.items()}
+
+
+def _expand_roles(roles: Roles, maps, power: int = 1) -> Roles:
+    counts = _counts(maps)
+    return roles.map(lambda role, t: expand(role, t, maps, counts, power))
+
+
+def _new_mask(role: str, shape, source_shape, axes_only: int | None = None) -> torch.Tensor:
+    """True where an entry involves a unit the source did not have (per axis)."""
+    mask = torch.zeros(shape, dtype=torch.bool)
+    for axis, (new, old) in enumerate(zip(shape, source_shape)):
+        if axes_only is not None and axis != axes_only:
+            continue
+        if new > old:
+            index = [slice(None)] * len(shape)
+            index[axis] = slice(old, new)
+            mask[tuple(index)] = True
+    return mask
+
+
+def _fpi_choice(hidden: str) -> dict[str, str]:
+    return {"hidden": hidden, "ffn": "random", "heads": "random"}
+
+
+def net2net(roles: Roles, small_config, large_config, generator=None, noise_std: float = 0.0,
+            **_) -> Roles:
+    maps = build_maps(small_config, large_config, dict.fromkeys(("hidden", "ffn", "heads"), "random"),
+                      generator)
+    grown = _expand_roles(roles, maps)
+    if noise_std:
+        def add_noise(role, tensor):
+            source = roles.model.get(role, roles.layers[0].get(role))
+            mask = _new_mask(role, tensor.shape, source.shape)
+            noise = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype) * noise_std
+            return tensor + noise * mask
+        grown = grown.map(add_noise)
+    return grown
+
+
+def bert2bert_fpi(roles: Roles, small_config, large_config, generator=None, **_) -> Roles:
+    return _expand_roles(roles, build_maps(small_config, large_config,
+                                           _fpi_choice("round_robin"), generator))
+
+
+def bert2bert_aki(roles: Roles, small_config, large_config, generator=None, **_) -> Roles:
+    maps = build_maps(small_config, large_config, _fpi_choice("round_robin"), generator)
+    grown = _expand_roles(roles, maps)
+    layers = []
+    for index, layer in enumerate(grown.layers):
+        following = grown.layers[min(index + 1, len(grown.layers) - 1)]
+        mixed = {}
+        for role, tensor in layer.items():
+            # rows (output units) the source did not have come from the next layer
+            new_rows = _new_mask(role, tensor.shape, roles.layers[index][role].shape, axes_only=0)
+            mixed[role] = torch.where(new_rows, following[role], tensor)
+        layers.append(mixed)
+    return Roles(grown.model, layers)
+
+
+def double(roles: Roles, small_config, large_config, generator=None, **_) -> Roles:
+    pairs = {"hidden": (small_config.hidden_size, large_config.hidden_size),
+             "ffn": (_ffn(small_config), _ffn(large_config)),
+             "heads": (small_config.num_attention_heads, large_config.num_attention_heads)}
+    for name, (old, new) in pairs.items():
+        if new != 2 * old:
+            raise ValueError(f"`double` doubles every width, but {name} goes {old} -> {new}; "
+                             "use bert2bert_fpi or net2net for other sizes")
+    return _expand_roles(roles, build_maps(small_config, large_config,
+                                           dict.fromkeys(("hidden", "ffn", "heads"), "round_robin"),
+                                           generator))
+
+
+def _keep_source_block(roles: Roles, fresh: Roles, new_value) -> Roles:
+    """Source values in the leading block of every role; `new_value(role, fresh)` elsewhere."""
+    model = {}
+    for role, target in fresh.model.items():
+        model[role] = _place(roles.model[role], target, role, new_value)
+    layers = [{role: _place(layer[role], fresh_layer[role], role, new_value)
+               for role in layer} for layer, fresh_layer in zip(roles.layers, fresh.layers)]
+    return Roles(model, layers)
+
+
+def _place(source: torch.Tensor, target: torch.Tensor, role: str, new_value) -> torch.Tensor:
+    result = new_value(role, target.clone())
+    result[tuple(slice(0, n) for n in source.shape)] = source
+    return result
+
+
+def zero(roles: Roles, small_config, large_config, fresh: Roles = None, **_) -> Roles:
+    def new_value(role, tensor):
+        axes = ROLE_AXES[role]
+        source_shape = (roles.model[role] if role in roles.model else roles.layers[0][role]).shape
+        # outgoing weights of new units (their input columns) and every new hidden dimension
+        # of the residual stream start at zero; incoming weights keep the fresh init
+        zero_mask = torch.zeros(tensor.shape, dtype=torch.bool)
+        axis = _input_axis(role, tensor)
+        if axis is not None and axes[axis] != "hidden":
+            zero_mask |= _new_mask(role, tensor.shape, source_shape, axes_only=axis)
+        for index, kind in enumerate(axes):
+            if kind == "hidden":
+                zero_mask |= _new_mask(role, tensor.shape, source_shape, axes_only=index)
+        return tensor.masked_fill(zero_mask, 0.0)
+
+    return _keep_source_block(roles, fresh, new_value)
+
+
+def random(roles: Roles, small_config, large_config, fresh: Roles = None, **_) -> Roles:
+    return _keep_source_block(roles, fresh, lambda role, tensor: tensor)
+
+
+WIDTH_OPERATORS = {"net2net": net2net, "bert2bert_fpi": bert2bert_fpi,
+                   "bert2bert_aki": bert2bert_aki, "double": double, "zero": zero,
+                   "random": random}
