@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from ligo.families import family_of
+from ligo.models import build_model, load_config
+from tests.conftest import CONFIGS
+
+FAMILY_NAMES = ["bert", "roberta", "gpt2"]
+
+
+def tiny_config(family: str, **changes):
+    config = load_config(CONFIGS / f"{family}-tiny.json")  # 2 layers, hidden 64, 2 heads, ffn 256
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+def wide_config(family: str, layers: int = 2, hidden: int = 128, heads: int = 4, ffn: int = 512):
+    ffn_key = "n_inner" if family == "gpt2" else "intermediate_size"
+    return tiny_config(family, num_hidden_layers=layers, hidden_size=hidden,
+                       num_attention_heads=heads, **{ffn_key: ffn})
+
+
+def trained_like_model(family: str, config=None, seed: int = 0):
+    """A float64 tiny model with every parameter perturbed, LayerNorms included, so that no
+    exactness claim holds by accident of a fresh init (LayerNorm weight 1, bias 0)."""
+    config = config or tiny_config(family)
+    torch.manual_seed(seed)
+    model = build_model(config, family_of(config)).double().eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    return model
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model.eval()(input_ids=ids).logits
+
+
+@pytest.fixture
+def token_ids():
+    return torch.randint(5, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
