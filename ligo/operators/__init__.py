@@ -41,11 +41,19 @@ def check_growth(small_config, large_config) -> None:
 
 def grow_roles(roles: Roles, small_config, large_config, depth: str = "stack",
                width: str | None = None, depth_options: dict | None = None,
-               width_options: dict | None = None, seed: int = 0) -> Roles:
+               width_options: dict | None = None, seed: int = 0,
+               moment_power: int = 0) -> Roles:
+    """Grow roles; with moment_power 1 or 2 the roles are Adam's first or second moments,
+    mapped the way the values are (same seed, same choices): copies follow their source,
+    new parameters start with zero moments, no noise is added."""
     family = family_of(large_config)
     check_growth(small_config, large_config)
     dtype = roles.layers[0]["q.weight"].dtype
     fresh = _fresh_roles(large_config, family, seed, dtype)
+    if moment_power:
+        fresh = fresh.map(lambda role, t: torch.zeros_like(t))
+        depth_options = {**(depth_options or {}), "noise_std": 0.0}
+        width_options = {**(width_options or {}), "moment_power": moment_power}
     generator = torch.Generator().manual_seed(seed)
     if depth not in DEPTH_OPERATORS:
         raise ValueError(f"unknown depth scheme {depth!r}; choose from {', '.join(DEPTH_OPERATORS)}")
@@ -71,6 +79,34 @@ def grow_state(state: dict[str, torch.Tensor], small_config, large_config, **opt
     check_state_matches_config(state, small_config, family, what="the source checkpoint")
     grown = grow_roles(to_roles(state, family), small_config, large_config, **options)
     return from_roles(grown, family)
+
+
+def grow_adam_state(small_model, small_state: dict, large_model, large_template: dict,
+                    **options) -> dict:
+    """Map an AdamW state_dict of `small_model` onto `large_model` through the same growth
+    (same depth/width schemes and seed as the weights): exp_avg and exp_avg_sq are grown as
+    moments (see ligo.operators.width.expand), `step` is kept. `large_template` is the
+    state_dict of a fresh optimizer over `large_model` (for its param_groups)."""
+    from ligo.train.optim import adam_state_from_names, named_adam_state
+
+    family = family_of(small_model.config)
+    named = named_adam_state(small_model, small_state)
+    params = dict(small_model.named_parameters())
+    step = max((float(s["step"]) for s in named.values()), default=0.0)
+    grown = {}
+    for power, field in ((1, "exp_avg"), (2, "exp_avg_sq")):
+        # parameters with no state yet (never stepped) have zero moments
+        moments = {name: named[name][field] if name in named else torch.zeros_like(p.detach())
+                   for name, p in params.items()}
+        for key, role in family.tied.items():  # tied copies share their source's moments
+            moments.setdefault(key, moments[family.keys[role].key])
+        roles = grow_roles(to_roles(moments, family), small_model.config, large_model.config,
+                           moment_power=power, **options)
+        grown[field] = from_roles(roles, family)
+    large_names = [n for n, _ in large_model.named_parameters()]
+    named_large = {name: {"step": torch.tensor(step), "exp_avg": grown["exp_avg"][name],
+                          "exp_avg_sq": grown["exp_avg_sq"][name]} for name in large_names}
+    return adam_state_from_names(large_model, named_large, large_template)
 
 
 def grow(small, large_config, depth: str = "stack", width: str | None = None, **options):

@@ -102,18 +102,33 @@ def _input_axis(role: str, tensor: torch.Tensor) -> int | None:
     return None
 
 
+def _output_axis(role: str, tensor: torch.Tensor) -> int | None:
+    """The axis whose copies share one gradient: consumers of a duplicated unit divide by
+    its count, so the gradient of every entry writing to it is divided by that count."""
+    if role in FEEDS_TIED_DECODER:
+        return None  # its gradient is that of the source entry (the decoder is undivided)
+    return 1 if role.startswith("embed.") and tensor.ndim == 2 else 0  # lookups: (index, hidden)
+
+
 def expand(role: str, tensor: torch.Tensor, maps: dict[str, torch.Tensor],
-           counts: dict[str, torch.Tensor], power: int = 1) -> torch.Tensor:
-    """Gather every mapped axis; divide the input axis by count**power (power 2 maps Adam's
-    second moment: a value scaled by s has its squared-gradient statistic scaled by s**2)."""
+           counts: dict[str, torch.Tensor], moment_power: int = 0) -> torch.Tensor:
+    """Gather every mapped axis, then rescale.
+
+    Values (moment_power 0): the input axis is divided by the copy counts. Adam moments
+    (moment_power 1 for exp_avg, 2 for exp_avg_sq): the gradient of an entry of the grown
+    model is the source gradient divided by the count of its *output* unit, so the moments
+    that the grown model would have accumulated are m / c_out and v / c_out**2. For the
+    doubled hidden x hidden matrices this is staged training's rule (a duplicated-and-halved
+    weight: first moment halved, second quartered).
+    """
     axes = ROLE_AXES[role]
     for axis, kind in enumerate(axes):
         if kind in maps:
             tensor = tensor.index_select(axis, maps[kind])
-    axis = _input_axis(role, tensor)
+    axis = _output_axis(role, tensor) if moment_power else _input_axis(role, tensor)
     if axis is not None and axes[axis] in maps:
         kind = axes[axis]
-        scale = counts[kind][maps[kind]].to(tensor.dtype) ** power
+        scale = counts[kind][maps[kind]].to(tensor.dtype) ** max(moment_power, 1)
         shape = [1] * tensor.ndim
         shape[axis] = -1
         tensor = tensor / scale.view(shape)
@@ -124,9 +139,9 @@ def _counts(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {kind: torch.bincount(index) for kind, index in maps.items()}
 
 
-def _expand_roles(roles: Roles, maps, power: int = 1) -> Roles:
+def _expand_roles(roles: Roles, maps, moment_power: int = 0) -> Roles:
     counts = _counts(maps)
-    return roles.map(lambda role, t: expand(role, t, maps, counts, power))
+    return roles.map(lambda role, t: expand(role, t, maps, counts, moment_power))
 
 
 def _new_mask(role: str, shape, source_shape, axes_only: int | None = None) -> torch.Tensor:
@@ -147,11 +162,11 @@ def _fpi_choice(hidden: str) -> dict[str, str]:
 
 
 def net2net(roles: Roles, small_config, large_config, generator=None, noise_std: float = 0.0,
-            **_) -> Roles:
+            moment_power: int = 0, **_) -> Roles:
     maps = build_maps(small_config, large_config, dict.fromkeys(("hidden", "ffn", "heads"), "random"),
                       generator)
-    grown = _expand_roles(roles, maps)
-    if noise_std:
+    grown = _expand_roles(roles, maps, moment_power)
+    if noise_std and not moment_power:  # noise breaks symmetry of values, not of moments
         def add_noise(role, tensor):
             source = roles.model.get(role, roles.layers[0].get(role))
             mask = _new_mask(role, tensor.shape, source.shape)
@@ -161,14 +176,16 @@ def net2net(roles: Roles, small_config, large_config, generator=None, noise_std:
     return grown
 
 
-def bert2bert_fpi(roles: Roles, small_config, large_config, generator=None, **_) -> Roles:
+def bert2bert_fpi(roles: Roles, small_config, large_config, generator=None, moment_power: int = 0,
+                  **_) -> Roles:
     return _expand_roles(roles, build_maps(small_config, large_config,
-                                           _fpi_choice("round_robin"), generator))
+                                           _fpi_choice("round_robin"), generator), moment_power)
 
 
-def bert2bert_aki(roles: Roles, small_config, large_config, generator=None, **_) -> Roles:
+def bert2bert_aki(roles: Roles, small_config, large_config, generator=None, moment_power: int = 0,
+                  **_) -> Roles:
     maps = build_maps(small_config, large_config, _fpi_choice("round_robin"), generator)
-    grown = _expand_roles(roles, maps)
+    grown = _expand_roles(roles, maps, moment_power)
     layers = []
     for index, layer in enumerate(grown.layers):
         following = grown.layers[min(index + 1, len(grown.layers) - 1)]
@@ -181,7 +198,8 @@ def bert2bert_aki(roles: Roles, small_config, large_config, generator=None, **_)
     return Roles(grown.model, layers)
 
 
-def double(roles: Roles, small_config, large_config, generator=None, **_) -> Roles:
+def double(roles: Roles, small_config, large_config, generator=None, moment_power: int = 0,
+           **_) -> Roles:
     pairs = {"hidden": (small_config.hidden_size, large_config.hidden_size),
              "ffn": (_ffn(small_config), _ffn(large_config)),
              "heads": (small_config.num_attention_heads, large_config.num_attention_heads)}
@@ -191,7 +209,7 @@ def double(roles: Roles, small_config, large_config, generator=None, **_) -> Rol
                              "use bert2bert_fpi or net2net for other sizes")
     return _expand_roles(roles, build_maps(small_config, large_config,
                                            dict.fromkeys(("hidden", "ffn", "heads"), "round_robin"),
-                                           generator))
+                                           generator), moment_power)
 
 
 def _keep_source_block(roles: Roles, fresh: Roles, new_value) -> Roles:

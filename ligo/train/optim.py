@@ -6,14 +6,40 @@ import math
 import torch
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Biases and LayerNorm weights (every tensor with fewer than 2 dims) get no decay."""
+def named_param_groups(model: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """Names of the parameters with and without weight decay, in optimizer order.
+
+    Biases and LayerNorm weights (every tensor with fewer than 2 dims) get no decay. The
+    order is what an optimizer's state_dict indexes by, so it also maps that state to names.
+    """
     decay, no_decay = [], []
-    for param in model.parameters():
+    for name, param in model.named_parameters():
         if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+            (decay if param.ndim >= 2 else no_decay).append(name)
+    return decay, no_decay
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    params = dict(model.named_parameters())
+    decay, no_decay = named_param_groups(model)
+    return [{"params": [params[n] for n in decay], "weight_decay": weight_decay},
+            {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
+
+
+def named_adam_state(model: torch.nn.Module, state_dict: dict) -> dict[str, dict]:
+    """{parameter name: {"step", "exp_avg", "exp_avg_sq"}} from an AdamW state_dict."""
+    decay, no_decay = named_param_groups(model)
+    return {name: state_dict["state"][index]
+            for index, name in enumerate(decay + no_decay) if index in state_dict["state"]}
+
+
+def adam_state_from_names(model: torch.nn.Module, named: dict[str, dict], template: dict) -> dict:
+    """An AdamW state_dict for `model` (param_groups copied from `template`, an existing
+    state_dict of an optimizer over `model`) holding the per-name `named` state."""
+    decay, no_decay = named_param_groups(model)
+    return {"state": {index: named[name] for index, name in enumerate(decay + no_decay)
+                      if name in named},
+            "param_groups": template["param_groups"]}
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
