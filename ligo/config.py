@@ -147,6 +147,33 @@ class TrainingArguments:
         return self.warmup_steps or int(round(self.warmup_ratio * self.max_steps))
 
 
+@dataclass
+class GrowthArguments:
+    """Start from a grown small model (ligo.operators): which source, which operators."""
+
+    source_model_path: str | None = field(
+        default=None, metadata={"help": "small model folder (HF format, e.g. a finished run's "
+                                        "output_dir) to grow into --config_name"})
+    grow_scheme: str = field(default="stack", metadata={
+        "help": "depth operator: stack, interpolate, insert or identity"})
+    width_scheme: str | None = field(default=None, metadata={
+        "help": "width operator: net2net, bert2bert_fpi, bert2bert_aki, double, zero or random"})
+    insert_positions: list[int] | None = field(default=None, metadata={
+        "help": "target indices of new layers for insert/identity (default: on top)"})
+    insert_init: str = field(default="copy", metadata={"help": "insert: copy, random or copy_noise"})
+    insert_noise_std: float = 0.01
+    width_noise_std: float = field(default=0.0, metadata={"help": "net2net: noise on the copies"})
+    growth_seed: int = 0
+    reset_optimizer: bool = field(default=False, metadata={
+        "help": "start AdamW from zero instead of mapping the source checkpoint's moments"})
+
+    def operator_options(self) -> dict:
+        return {"depth": self.grow_scheme, "width": self.width_scheme, "seed": self.growth_seed,
+                "depth_options": {"positions": self.insert_positions, "init": self.insert_init,
+                                  "noise_std": self.insert_noise_std},
+                "width_options": {"noise_std": self.width_noise_std}}
+
+
 def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
@@ -154,10 +181,12 @@ def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
         kind = hints[f.name]
         options: dict = {"default": f.default, "help": f.metadata.get("help")}
         args = typing.get_args(kind)
+        list_kind = kind if typing.get_origin(kind) is list else next(
+            (a for a in args if typing.get_origin(a) is list), None)
         if kind is bool:
             options.update(type=_str2bool, nargs="?", const=True)
-        elif typing.get_origin(kind) is list or (args and typing.get_origin(args[0]) is list):
-            options.update(nargs="+", type=str)
+        elif list_kind is not None:
+            options.update(nargs="+", type=typing.get_args(list_kind)[0])
         else:
             base = next((a for a in args if a is not type(None)), kind) if args else kind
             options["type"] = base

@@ -37,6 +37,30 @@ def check_block_size(config, family: Family, block_size: int) -> None:
                          f"{family.name} config allows (max_position_embeddings); lower it")
 
 
+def read_model_dir(path: str | Path):
+    """(config, state dict) of an HF model folder, tied copies filled in and checked against
+    the config, so a folder whose weights do not match its config.json fails here, by name."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ligo.roles import check_state_matches_config
+
+    path = Path(path)
+    config = load_config(path)
+    family = family_of(config)
+    files = sorted(path.glob("model*.safetensors"))
+    if files:
+        state = {k: v for f in files for k, v in load_file(str(f)).items()}
+    elif (path / "pytorch_model.bin").is_file():
+        state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"{path} holds no model weights (model.safetensors)")
+    for key, role in family.tied.items():  # saved once, under the source role's key
+        state.setdefault(key, state[family.keys[role].key])
+    check_state_matches_config(state, config, family, what=f"the model in {path}")
+    return config, state
+
+
 def build_model(config, family: Family, weights_dir: str | None = None):
     model_class = family.build_class()
     if weights_dir:

@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 
 from ligo import distributed
-from ligo.config import DataArguments, ModelArguments, TrainingArguments, parse_args
+from ligo.config import DataArguments, GrowthArguments, ModelArguments, TrainingArguments, parse_args
 from ligo.data.corpus import resolve_corpus
 from ligo.data.pipeline import align_config_with_tokenizer, build_lm_data, obtain_tokenizer
 from ligo.data.tokenizer import save_hf_tokenizer
 from ligo.families import family_of
 from ligo.models import build_model, check_block_size, load_config
+from ligo.operators import grow_for_training
 from ligo.fileio import atomic_write_text
 from ligo.train.checkpoint import list_checkpoints, load_latest_valid
 from ligo.train.flops import training_flops_per_token
@@ -103,18 +104,21 @@ def setup_logging(is_main: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, train_args = parse_args(
-        (ModelArguments, DataArguments, TrainingArguments), argv, description=__doc__)
+    model_args, data_args, train_args, growth = parse_args(
+        (ModelArguments, DataArguments, TrainingArguments, GrowthArguments), argv,
+        description=__doc__)
     info = distributed.init_distributed()
     setup_logging(info.is_main)
     try:
-        return pretrain(model_args, data_args, train_args, info)
+        return pretrain(model_args, data_args, train_args, info, growth)
     finally:
         distributed.shutdown(info)
 
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments,
-             train_args: TrainingArguments, info: distributed.DistInfo) -> dict:
+             train_args: TrainingArguments, info: distributed.DistInfo,
+             growth: GrowthArguments | None = None) -> dict:
+    growth = growth or GrowthArguments()
     if train_args.num_threads:
         torch.set_num_threads(train_args.num_threads)
     config = load_config(model_args.config_name or model_args.model_name_or_path)
@@ -123,7 +127,10 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
 
     corpus = resolve_corpus(data_args.train_files, data_args.documents, data_args.dataset_name,
                             data_args.dataset_config_name, data_args.text_column)
-    tok = obtain_tokenizer(model_args.tokenizer_path, corpus, family, config.vocab_size,
+    tokenizer_path = model_args.tokenizer_path
+    if not tokenizer_path and growth.source_model_path:  # a grown model keeps its tokenizer
+        tokenizer_path = growth.source_model_path
+    tok = obtain_tokenizer(tokenizer_path, corpus, family, config.vocab_size,
                            data_args.cache_dir, info)
     ids = align_config_with_tokenizer(config, family, tok, data_args.block_size)
     tok_vocab = tok.get_vocab_size(with_added_tokens=True)
@@ -133,6 +140,9 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
                 "seed": train_args.seed, "global_batch_size": train_args.per_device_train_batch_size
                 * info.world_size * train_args.gradient_accumulation_steps}
     identity["model_config"].pop("transformers_version", None)
+    if growth.source_model_path:
+        identity["grown_from"] = {"source": str(Path(growth.source_model_path).resolve()),
+                                  **growth.operator_options()}
     prepare_output_dir(train_args, identity, info)
 
     data = build_lm_data(corpus, tok, ids, family, data_args, train_args.seed, info,
@@ -140,13 +150,26 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
     train_blocks, valid_blocks = data.train, data.valid
 
     torch.manual_seed(train_args.seed)  # identical initial weights on every rank
-    model = build_model(config, family, model_args.model_name_or_path).to(info.device)
+    map_source_optimizer = None
+    if growth.source_model_path:
+        model, map_source_optimizer = grow_for_training(
+            growth.source_model_path, config, growth.reset_optimizer, **growth.operator_options())
+        model = model.to(info.device)
+        log.info("grew %s into %s (%s%s); AdamW %s", growth.source_model_path,
+                 model_args.config_name, growth.grow_scheme,
+                 f" + {growth.width_scheme}" if growth.width_scheme else "",
+                 "moments mapped from the source checkpoint" if map_source_optimizer
+                 else "starts from zero")
+    else:
+        model = build_model(config, family, model_args.model_name_or_path).to(info.device)
     torch.manual_seed(train_args.seed + info.rank)  # different dropout masks per rank
     loss_module = distributed.wrap_data_parallel(LanguageModelingLoss(model, family), info)
     optimizer = build_optimizer(model, train_args.learning_rate, train_args.weight_decay,
                                 (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_epsilon)
     scheduler = build_scheduler(optimizer, train_args.lr_scheduler_type, train_args.num_warmup_steps,
                                 train_args.max_steps, train_args.lr_end, train_args.poly_power)
+    if map_source_optimizer is not None:
+        optimizer.load_state_dict(map_source_optimizer(optimizer.state_dict()))
     scaler = torch.amp.GradScaler(info.device.type, enabled=train_args.fp16)
     flops_per_token = training_flops_per_token(config, data_args.block_size, data.head_fraction,
                                                family.head_transform)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ligo.families import family_of
-from ligo.models import load_config
+from ligo.models import load_config, read_model_dir
 from ligo.operators.depth import DEPTH_OPERATORS
 from ligo.operators.width import WIDTH_OPERATORS, check_width_growth
 from ligo.roles import Roles, check_state_matches_config, from_roles, to_roles
@@ -112,14 +112,37 @@ def grow_adam_state(small_model, small_state: dict, large_model, large_template:
 def grow(small, large_config, depth: str = "stack", width: str | None = None, **options):
     """Grow `small` (an HF model, or a folder holding one) into a ready HF model of
     `large_config` (a config object or a path to a config JSON)."""
-    if isinstance(small, (str, Path)):
-        small_config = load_config(small)
-        small = family_of(small_config).build_class().from_pretrained(str(small), config=small_config)
     if isinstance(large_config, (str, Path)):
         large_config = load_config(large_config)
-    state = {k: v.detach() for k, v in small.state_dict().items()}
-    grown = grow_state(state, small.config, large_config, depth=depth, width=width, **options)
+    if isinstance(small, (str, Path)):
+        small_config, state = read_model_dir(small)
+    else:
+        small_config, state = small.config, {k: v.detach() for k, v in small.state_dict().items()}
+    grown = grow_state(state, small_config, large_config, depth=depth, width=width, **options)
     dtype = next(iter(state.values())).dtype
     model = family_of(large_config).build_class()(large_config).to(dtype)
     model.load_state_dict(grown, strict=True)
     return model
+
+
+def grow_for_training(source_dir: str | Path, large_config, reset_optimizer: bool = False,
+                      **options):
+    """The grown model for a training run, and the source run's AdamW state mapped onto it.
+
+    Unless `reset_optimizer`, the newest valid checkpoint in `source_dir` (a finished or
+    interrupted run's output folder) supplies both the weights and the moments, so the two
+    match; without one, the folder's HF model is grown and the optimizer state is None.
+    Returns (model, map_state) where map_state(template) -> AdamW state_dict or None.
+    """
+    from ligo.train.checkpoint import load_latest_valid
+
+    small_config, state = read_model_dir(source_dir)
+    found = None if reset_optimizer else load_latest_valid(Path(source_dir))
+    family = family_of(small_config)
+    small = family.build_class()(small_config)
+    small.load_state_dict(found[1]["model"] if found else state)
+    model = grow(small, large_config, **options)
+    if not found:
+        return model, None
+    source_optimizer = found[1]["optimizer"]
+    return model, lambda template: grow_adam_state(small, source_optimizer, model, template, **options)

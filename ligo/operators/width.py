@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import torch
 
-from ligo.families import ROLE_AXES, Family
+from ligo.families import ROLE_AXES
 from ligo.roles import Roles
 
 # the last LayerNorm before the tied decoder: scaled by 1/count like a matrix input

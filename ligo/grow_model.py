@@ -1,0 +1,66 @@
+"""Grow a small model folder into a larger config and write the grown model (HF format).
+
+    python -m ligo.grow_model out/bert-small --config_name configs/bert-6L-512H.json \
+        --output_dir out/bert-grown --grow_scheme stack --width_scheme bert2bert_aki
+
+The output folder loads with `AutoModelForMaskedLM` / `AutoModelForCausalLM`; the source's
+tokenizer files are copied next to it. To grow and then pretrain in one go, give the same
+flags to run_lm_distributed.py (`--source_model_path ...`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from ligo.config import GrowthArguments, parse_args
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "vocab.json", "merges.txt")
+log = logging.getLogger("ligo.grow_model")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("source", nargs="?")
+    pre.add_argument("--config_name", required=True)
+    pre.add_argument("--output_dir", required=True)
+    pre.add_argument("--overwrite_output_dir", action="store_true")
+    known, rest = pre.parse_known_args(argv)
+    (growth,) = parse_args((GrowthArguments,), rest, description=__doc__)
+    source = known.source or growth.source_model_path
+    if not source:
+        raise ValueError("give the small model folder (first argument or --source_model_path)")
+    out = Path(known.output_dir)
+    if out.exists() and any(out.iterdir()) and not known.overwrite_output_dir:
+        raise FileExistsError(f"--output_dir {out} is not empty; pass --overwrite_output_dir")
+
+    from ligo.operators import grow
+
+    model = grow(source, known.config_name, **growth.operator_options())
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    for name in TOKENIZER_FILES:
+        if (Path(source) / name).is_file():
+            shutil.copy2(Path(source) / name, out / name)
+    (out / "growth.json").write_text(json.dumps(
+        {"source": str(Path(source).resolve()), "config": known.config_name,
+         **growth.operator_options()}, indent=1) + "\n")
+    log.info("grew %s into %s (%s)", source, out, growth.grow_scheme
+             + (f" + {growth.width_scheme}" if growth.width_scheme else ""))
+    return out
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        main()
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        if os.environ.get("LIGO_DEBUG"):
+            raise
+        sys.exit(f"error: {error}")
