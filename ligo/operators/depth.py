@@ -3,7 +3,7 @@
     stack        StackBERT / progressive stacking (Gong et al. 2019): target layer j copies
                  source layer j mod L1, so layers i and i + L1 share source layer i.
     interpolate  each source layer repeated in place (0, 0, 1, 1, ...): layer j copies
-                 source layer floor(j * L1 / L2) (Chang et al. 2017 "interpolation").
+                 source layer floor(j * L1 / L2) (Chang et al. 2018 "interpolation").
     insert       progressive layer insertion: new layers at the given target indices, the
                  source layers keep their order around them; a new layer is a copy of its
                  neighbour below (above, at index 0), a fresh random layer, or a copy plus

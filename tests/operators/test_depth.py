@@ -87,7 +87,7 @@ def test_identity_layers_preserve_gpt2_exactly_and_post_ln_families_only_approxi
 
 def test_package_level_grow_accepts_a_folder_and_a_config_path(tmp_path):
     import ligo
-    from tests.conftest import CONFIGS, write_config
+    from tests.conftest import write_config
 
     source = trained_like_model("bert")
     source.save_pretrained(tmp_path / "small")
@@ -95,4 +95,3 @@ def test_package_level_grow_accepts_a_folder_and_a_config_path(tmp_path):
     assert grown.config.num_hidden_layers == 4
     assert torch.equal(grown.bert.encoder.layer[2].output.dense.weight,
                        source.bert.encoder.layer[0].output.dense.weight)
-    assert (CONFIGS / "bert-tiny.json").is_file()
