@@ -109,13 +109,18 @@ def grow_adam_state(small_model, small_state: dict, large_model, large_template:
     return adam_state_from_names(large_model, named_large, large_template)
 
 
-def grow(small, large_config, depth: str = "stack", width: str | None = None, **options):
-    """Grow `small` (an HF model, or a folder holding one) into a ready HF model of
-    `large_config` (a config object or a path to a config JSON)."""
+def grow(small, large_config, depth: str = "stack", width: str | None = None,
+         small_config=None, **options):
+    """Grow `small` — an HF model, a folder holding one, or a state dict (then give
+    `small_config`) — into a ready HF model of `large_config` (a config or a JSON path)."""
     if isinstance(large_config, (str, Path)):
         large_config = load_config(large_config)
     if isinstance(small, (str, Path)):
         small_config, state = read_model_dir(small)
+    elif isinstance(small, dict):
+        if small_config is None:
+            raise ValueError("growing a state dict needs its config: pass small_config=")
+        state = small
     else:
         small_config, state = small.config, {k: v.detach() for k, v in small.state_dict().items()}
     grown = grow_state(state, small_config, large_config, depth=depth, width=width, **options)

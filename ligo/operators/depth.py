@@ -83,5 +83,3 @@ def identity(layers: list[Layer], num_layers: int, positions: list[int] | None =
 
 
 DEPTH_OPERATORS = {"stack": stack, "interpolate": interpolate, "insert": insert, "identity": identity}
-# which depth operators preserve the function exactly, and for which families
-EXACT_DEPTH = {"identity": ("gpt2",)}

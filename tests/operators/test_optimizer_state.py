@@ -4,7 +4,6 @@ import torch
 
 from ligo.families import FAMILIES
 from ligo.operators import grow, grow_adam_state
-from ligo.roles import to_roles
 from ligo.train.objective import LanguageModelingLoss
 from ligo.train.optim import build_optimizer, named_adam_state
 from tests.operators.conftest import trained_like_model, wide_config

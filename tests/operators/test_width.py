@@ -113,3 +113,20 @@ def test_other_bad_requests_are_named():
         grow(source, tiny_config("bert", num_hidden_layers=4), depth="tower")
     with pytest.raises(ValueError, match="`double` doubles every width, but hidden goes 64 -> 96"):
         grow(source, wide_config("bert", hidden=96, heads=3, ffn=512), width="double")
+
+
+@pytest.mark.parametrize("width", list(WIDTH_OPERATORS))
+def test_every_width_scheme_leaves_a_same_size_model_unchanged(width):
+    source = trained_like_model("gpt2")
+    same = grow(source, source.config, width=width)
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(),
+                                                 same.state_dict().values()))
+
+
+def test_grow_accepts_a_state_dict_with_its_config(token_ids):
+    source = trained_like_model("roberta")
+    grown = grow(source.state_dict(), wide_config("roberta"), width="double",
+                 small_config=source.config)
+    torch.testing.assert_close(logits(grown, token_ids), logits(source, token_ids), rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="needs its config"):
+        grow(source.state_dict(), wide_config("roberta"), width="double")
