@@ -18,7 +18,8 @@ matrix is the (undivided) input embedding.
     bert2bert_aki  advanced knowledge init: FPI, but the new units of layer l take their
                    incoming weights from layer l+1 (the last layer from itself)
     double         staged training (Shen et al. 2022): every width exactly doubled, each unit
-                   copied once (block duplication)
+                   copied once, matrices block-diagonal [[W, 0], [0, W]] (copy k of a unit
+                   reads only copy k of its inputs), the LayerNorm before the decoder halved
     zero           masked growth (MSG-style): new units get fresh incoming weights and zero
                    outgoing weights; new hidden dims start at zero
     random         the source block kept, every new parameter from the target's initialiser
@@ -111,7 +112,8 @@ def _output_axis(role: str, tensor: torch.Tensor) -> int | None:
 
 
 def expand(role: str, tensor: torch.Tensor, maps: dict[str, torch.Tensor],
-           counts: dict[str, torch.Tensor], moment_power: int = 0) -> torch.Tensor:
+           counts: dict[str, torch.Tensor], moment_power: int = 0,
+           block_diagonal: bool = False) -> torch.Tensor:
     """Gather every mapped axis, then rescale.
 
     Values (moment_power 0): the input axis is divided by the copy counts. Adam moments
@@ -119,12 +121,23 @@ def expand(role: str, tensor: torch.Tensor, maps: dict[str, torch.Tensor],
     model is the source gradient divided by the count of its *output* unit, so the moments
     that the grown model would have accumulated are m / c_out and v / c_out**2. For the
     doubled hidden x hidden matrices this is staged training's rule (a duplicated-and-halved
-    weight: first moment halved, second quartered).
+    weight: first moment halved, second quartered). The moments hold for the entries of a
+    block-diagonal layout too: an off-diagonal zero has the same gradient as its diagonal twin.
+
+    block_diagonal (values only, round-robin maps): copy k of an output unit reads only copy
+    k of the inputs — staged training's [[W, 0], [0, W]] — so nothing needs dividing except
+    the LayerNorm feeding the tied decoder.
     """
     axes = ROLE_AXES[role]
     for axis, kind in enumerate(axes):
         if kind in maps:
             tensor = tensor.index_select(axis, maps[kind])
+    if block_diagonal and not moment_power and role not in FEEDS_TIED_DECODER:
+        if tensor.ndim == 2 and all(kind in maps for kind in axes):
+            copy_out = torch.arange(tensor.shape[0]) // len(counts[axes[0]])
+            copy_in = torch.arange(tensor.shape[1]) // len(counts[axes[1]])
+            tensor = tensor * (copy_out[:, None] == copy_in[None, :]).to(tensor.dtype)
+        return tensor
     axis = _output_axis(role, tensor) if moment_power else _input_axis(role, tensor)
     if axis is not None and axes[axis] in maps:
         kind = axes[axis]
@@ -139,9 +152,9 @@ def _counts(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {kind: torch.bincount(index) for kind, index in maps.items()}
 
 
-def _expand_roles(roles: Roles, maps, moment_power: int = 0) -> Roles:
+def _expand_roles(roles: Roles, maps, moment_power: int = 0, block_diagonal: bool = False) -> Roles:
     counts = _counts(maps)
-    return roles.map(lambda role, t: expand(role, t, maps, counts, moment_power))
+    return roles.map(lambda role, t: expand(role, t, maps, counts, moment_power, block_diagonal))
 
 
 def _new_mask(role: str, shape, source_shape, axes_only: int | None = None) -> torch.Tensor:
@@ -209,7 +222,7 @@ def double(roles: Roles, small_config, large_config, generator=None, moment_powe
                              "use bert2bert_fpi or net2net for other sizes")
     return _expand_roles(roles, build_maps(small_config, large_config,
                                            dict.fromkeys(("hidden", "ffn", "heads"), "round_robin"),
-                                           generator), moment_power)
+                                           generator), moment_power, block_diagonal=True)
 
 
 def _keep_source_block(roles: Roles, fresh: Roles, new_value) -> Roles:

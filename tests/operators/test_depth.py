@@ -79,7 +79,7 @@ def test_identity_layers_preserve_gpt2_exactly_and_post_ln_families_only_approxi
     grown = grow(source, tiny_config(family, num_hidden_layers=4), depth="identity",
                  depth_options={"positions": [1, 3]})
     error = (logits(source, token_ids) - logits(grown, token_ids)).abs().max().item()
-    if family == "gpt2":  # pre-LN: x + attn(ln(x)) with a zero output projection is x
+    if FAMILIES[family].pre_layernorm:  # x + attn(ln(x)) with a zero output projection is x
         assert error < 1e-10
     else:  # post-LN: the new layer outputs LN(x), not x (see ligo/operators/depth.py)
         assert error > 1e-6

@@ -54,18 +54,23 @@ def test_width_and_depth_compose_exactly_for_gpt2_identity_plus_double(family, t
     source = trained_like_model(family)
     grown = grow(source, wide_config(family, layers=4), depth="identity", width="double")
     error = (logits(source, token_ids) - logits(grown, token_ids)).abs().max().item()
-    assert (error < 1e-10) == (family == "gpt2"), error
+    assert (error < 1e-10) == FAMILIES[family].pre_layernorm, error
 
 
-def test_double_copies_each_unit_once_and_halves_inputs():
-    source = trained_like_model("bert")
-    grown = grow(source, wide_config("bert"), width="double")
-    small = to_roles(source.state_dict(), FAMILIES["bert"]).layers[0]
-    big = to_roles(grown.state_dict(), FAMILIES["bert"]).layers[0]
-    w = small["ffn_in.weight"]  # (256, 64)
-    expected = torch.cat([torch.cat([w, w], 1), torch.cat([w, w], 1)], 0) / 2
-    torch.testing.assert_close(big["ffn_in.weight"], expected)
-    torch.testing.assert_close(big["ln_ffn.weight"], small["ln_ffn.weight"].repeat(2))
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_double_is_staged_trainings_block_diagonal_duplication(family):
+    source = trained_like_model(family)
+    grown = grow(source, wide_config(family), width="double")
+    small = to_roles(source.state_dict(), FAMILIES[family])
+    big = to_roles(grown.state_dict(), FAMILIES[family])
+    for role in ("ffn_in.weight", "q.weight", "attn_out.weight"):
+        w = small.layers[0][role]
+        expected = torch.block_diag(w, w)  # [[W, 0], [0, W]]
+        torch.testing.assert_close(big.layers[0][role], expected, rtol=0, atol=0)
+    torch.testing.assert_close(big.layers[0]["ln_ffn.weight"], small.layers[0]["ln_ffn.weight"].repeat(2))
+    torch.testing.assert_close(big.model["embed.word"], small.model["embed.word"].repeat(1, 2))
+    last_ln = "final_ln.weight" if family == "gpt2" else "head.ln.weight"
+    torch.testing.assert_close(big.model[last_ln], small.model[last_ln].repeat(2) / 2)
 
 
 def test_zero_growth_gives_new_units_zero_outgoing_weights():
