@@ -19,9 +19,17 @@ from ligo.operators.width import WIDTH_OPERATORS, check_width_growth
 from ligo.roles import Roles, check_state_matches_config, from_roles, to_roles
 
 
-def _fresh_roles(config, family, seed: int, dtype: torch.dtype) -> Roles:
-    torch.manual_seed(seed)
-    model = family.build_class()(config)
+def _fresh_roles(config, family, seed: int, dtype: torch.dtype, zeros: bool = False) -> Roles:
+    """Roles of a target model initialised with `seed` (the caller's RNG state is left
+    untouched), or all zeros (built on the meta device: nothing is initialised)."""
+    if zeros:
+        with torch.device("meta"):
+            model = family.build_class()(config)
+        return to_roles(model.state_dict(), family).map(
+            lambda role, t: torch.zeros(t.shape, dtype=dtype))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = family.build_class()(config)
     return to_roles(model.state_dict(), family).map(lambda role, t: t.to(dtype))
 
 
@@ -49,9 +57,8 @@ def grow_roles(roles: Roles, small_config, large_config, depth: str = "stack",
     family = family_of(large_config)
     check_growth(small_config, large_config)
     dtype = roles.layers[0]["q.weight"].dtype
-    fresh = _fresh_roles(large_config, family, seed, dtype)
+    fresh = _fresh_roles(large_config, family, seed, dtype, zeros=bool(moment_power))
     if moment_power:
-        fresh = fresh.map(lambda role, t: torch.zeros_like(t))
         depth_options = {**(depth_options or {}), "noise_std": 0.0}
         width_options = {**(width_options or {}), "moment_power": moment_power}
     generator = torch.Generator().manual_seed(seed)
@@ -125,7 +132,8 @@ def grow(small, large_config, depth: str = "stack", width: str | None = None,
         small_config, state = small.config, {k: v.detach() for k, v in small.state_dict().items()}
     grown = grow_state(state, small_config, large_config, depth=depth, width=width, **options)
     dtype = next(iter(state.values())).dtype
-    model = family_of(large_config).build_class()(large_config).to(dtype)
+    with torch.random.fork_rng(devices=[]):  # its init is overwritten: keep the caller's RNG
+        model = family_of(large_config).build_class()(large_config).to(dtype)
     model.load_state_dict(grown, strict=True)
     return model
 

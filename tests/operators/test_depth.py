@@ -95,3 +95,16 @@ def test_package_level_grow_accepts_a_folder_and_a_config_path(tmp_path):
     assert grown.config.num_hidden_layers == 4
     assert torch.equal(grown.bert.encoder.layer[2].output.dense.weight,
                        source.bert.encoder.layer[0].output.dense.weight)
+
+
+def test_grow_is_reproducible_and_leaves_the_callers_rng_alone():
+    source = trained_like_model("bert")
+    target = tiny_config("bert", num_hidden_layers=4)
+    options = dict(depth="insert", depth_options={"positions": [1, 3], "init": "random"}, seed=7)
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a = grow(source, target, **options)
+    assert torch.equal(torch.rand(3), expected_next)  # global RNG stream unchanged by grow
+    b = grow(source, target, **options)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
