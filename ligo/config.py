@@ -155,7 +155,8 @@ class GrowthArguments:
         default=None, metadata={"help": "small model folder (HF format, e.g. a finished run's "
                                         "output_dir) to grow into --config_name"})
     grow_scheme: str = field(default="stack", metadata={
-        "help": "depth operator: stack, interpolate, insert or identity"})
+        "help": "depth operator: stack, interpolate, insert or identity (or a width operator: "
+                "then that width, with stacking)"})
     width_scheme: str | None = field(default=None, metadata={
         "help": "width operator: net2net, bert2bert_fpi, bert2bert_aki, double, zero or random"})
     insert_positions: list[int] | None = field(default=None, metadata={
@@ -168,7 +169,17 @@ class GrowthArguments:
         "help": "start AdamW from zero instead of mapping the source checkpoint's moments"})
 
     def operator_options(self) -> dict:
-        return {"depth": self.grow_scheme, "width": self.width_scheme, "seed": self.growth_seed,
+        """grow() keyword arguments. `--grow_scheme` may also name a width operator
+        (`--grow_scheme bert2bert_aki`): that width, with stacking for any new layers."""
+        from ligo.operators.width import WIDTH_OPERATORS
+
+        depth, width = self.grow_scheme, self.width_scheme
+        if depth in WIDTH_OPERATORS:
+            if width is not None and width != depth:
+                raise ValueError(f"--grow_scheme {depth} is a width operator but --width_scheme "
+                                 f"says {width}; give one of them")
+            depth, width = "stack", depth
+        return {"depth": depth, "width": width, "seed": self.growth_seed,
                 "depth_options": {"positions": self.insert_positions, "init": self.insert_init,
                                   "noise_std": self.insert_noise_std},
                 "width_options": {"noise_std": self.width_noise_std}}

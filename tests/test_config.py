@@ -47,3 +47,18 @@ def test_warmup_ratio_becomes_steps():
     _, _, train = parse_args(GROUPS, ["--config_name", "c", "--output_dir", "o", "--max_steps", "200",
                                       "--warmup_ratio", "0.06"])
     assert train.num_warmup_steps == 12
+
+
+def test_grow_scheme_may_name_a_width_operator():
+    from ligo.config import GrowthArguments
+
+    (growth,) = parse_args((GrowthArguments,), ["--grow_scheme", "bert2bert_aki"])
+    assert growth.operator_options()["depth"] == "stack"
+    assert growth.operator_options()["width"] == "bert2bert_aki"
+    (both,) = parse_args((GrowthArguments,), ["--grow_scheme", "interpolate", "--width_scheme",
+                                              "double", "--insert_positions", "1", "3"])
+    assert (both.operator_options()["depth"], both.operator_options()["width"]) == ("interpolate", "double")
+    assert both.insert_positions == [1, 3]
+    (clash,) = parse_args((GrowthArguments,), ["--grow_scheme", "double", "--width_scheme", "zero"])
+    with pytest.raises(ValueError, match="give one of them"):
+        clash.operator_options()
