@@ -135,3 +135,15 @@ def test_grow_accepts_a_state_dict_with_its_config(token_ids):
     torch.testing.assert_close(logits(grown, token_ids), logits(source, token_ids), rtol=0, atol=1e-10)
     with pytest.raises(ValueError, match="needs its config"):
         grow(source.state_dict(), wide_config("roberta"), width="double")
+
+
+def test_net2net_noise_touches_only_entries_of_new_units():
+    source = trained_like_model("bert")
+    target = wide_config("bert", hidden=64, heads=2, ffn=384)
+    plain = to_roles(grow(source, target, width="net2net").state_dict(), FAMILIES["bert"]).layers[0]
+    noisy = to_roles(grow(source, target, width="net2net", width_options={"noise_std": 0.01})
+                     .state_dict(), FAMILIES["bert"]).layers[0]
+    diff = (noisy["ffn_in.weight"] - plain["ffn_in.weight"]).abs()
+    assert diff[:256].max() == 0 and diff[256:].min() > 0  # old rows untouched, new rows noisy
+    out_diff = (noisy["ffn_out.weight"] - plain["ffn_out.weight"]).abs()
+    assert out_diff[:, :256].max() == 0 and out_diff[:, 256:].max() > 0
