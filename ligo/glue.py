@@ -1,0 +1,390 @@
+"""GLUE fine-tuning of any checkpoint (ours or an HF BERT/RoBERTa folder).
+
+    python -m ligo.glue out/bert --glue_dir glue_data --tasks SST-2 MRPC STS-B --output_dir out/glue
+    python -m ligo.glue out/bert --task_dir my_task --task_type classification --output_dir out/mine
+
+Tasks are read from the standard GLUE folder layout (`<glue_dir>/<TASK>/train.tsv`, `dev.tsv`,
+`test.tsv`, each task with its own columns, as downloaded by the GLUE script) or, with network,
+from the HF `datasets` hub (`--from_hub`). For every task a learning-rate sweep times several
+seeds is run; the best dev score picks the run whose test predictions are written in the GLUE
+submission format (`<output_dir>/submission/<TASK>.tsv`). Metrics follow the benchmark:
+accuracy; F1 for MRPC and QQP; Matthews correlation for CoLA; Pearson and Spearman for STS-B;
+a task with two metrics scores their mean, MNLI the mean of matched and mismatched accuracy,
+and the GLUE score is the mean of the task scores.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("ligo.glue")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # GLUE folder / submission name
+    a: str | int  # column (name, or index for header-less files) of the first text
+    b: str | int | None  # second text, for sentence-pair tasks
+    label: str | int
+    labels: tuple[str, ...] | None  # None: regression
+    metrics: tuple[str, ...]  # averaged into the task score
+    header: bool = True  # train/dev files have a header row (CoLA's do not)
+    test_columns: tuple[str, str, str | None] = ("index", "sentence", None)  # id, a, b
+    dev: dict = field(default_factory=lambda: {"": "dev.tsv"})
+    test: dict = field(default_factory=lambda: {"": "test.tsv"})
+    hub: tuple[str, str] | None = None  # (dataset, config) on the HF hub
+
+
+def _pair(a, b, test=("index", "sentence1", "sentence2")):
+    return dict(a=a, b=b, test_columns=test)
+
+
+TASKS: dict[str, Task] = {t.name: t for t in [
+    Task("CoLA", 3, None, 1, ("0", "1"), ("mcc",), header=False, hub=("glue", "cola")),
+    Task("SST-2", "sentence", None, "label", ("0", "1"), ("accuracy",), hub=("glue", "sst2")),
+    Task("MRPC", label="Quality", labels=("0", "1"), metrics=("f1", "accuracy"), hub=("glue", "mrpc"),
+         **_pair("#1 String", "#2 String", ("index", "#1 String", "#2 String"))),
+    Task("STS-B", label="score", labels=None, metrics=("pearson", "spearman"), hub=("glue", "stsb"),
+         **_pair("sentence1", "sentence2")),
+    Task("QQP", label="is_duplicate", labels=("0", "1"), metrics=("f1", "accuracy"), hub=("glue", "qqp"),
+         **_pair("question1", "question2", ("id", "question1", "question2"))),
+    Task("MNLI", label="gold_label", labels=("contradiction", "entailment", "neutral"),
+         metrics=("accuracy",), dev={"-m": "dev_matched.tsv", "-mm": "dev_mismatched.tsv"},
+         test={"-m": "test_matched.tsv", "-mm": "test_mismatched.tsv"}, hub=("glue", "mnli"),
+         **_pair("sentence1", "sentence2")),
+    Task("QNLI", label="label", labels=("entailment", "not_entailment"), metrics=("accuracy",),
+         hub=("glue", "qnli"), **_pair("question", "sentence", ("index", "question", "sentence"))),
+    Task("RTE", label="label", labels=("entailment", "not_entailment"), metrics=("accuracy",),
+         hub=("glue", "rte"), **_pair("sentence1", "sentence2")),
+    Task("WNLI", label="label", labels=("0", "1"), metrics=("accuracy",), hub=("glue", "wnli"),
+         **_pair("sentence1", "sentence2")),
+]}
+
+
+@dataclass
+class Split:
+    a: list[str]
+    b: list[str] | None
+    labels: list | None  # label strings (classification) or floats (regression); None for test
+    ids: list[str] | None = None  # test-set indices for the submission
+
+
+def custom_task(task_dir: Path, task_type: str) -> Task:
+    """A user's task in the same TSV layout: `sentence` or `sentence1`/`sentence2`, then
+    `label` (classification) or `score`/`label` (regression), with a header row."""
+    header = (task_dir / "train.tsv").read_text(encoding="utf-8").split("\n", 1)[0].split("\t")
+    a, b = ("sentence", None) if "sentence" in header else ("sentence1", "sentence2")
+    if a not in header or (b and b not in header):
+        raise ValueError(f"{task_dir}/train.tsv needs a 'sentence' or 'sentence1'+'sentence2' "
+                         f"column; it has {header}")
+    label = "score" if task_type == "regression" and "score" in header else "label"
+    if label not in header:
+        raise ValueError(f"{task_dir}/train.tsv has no {label!r} column; it has {header}")
+    labels = None
+    if task_type == "classification":
+        rows = read_rows(task_dir / "train.tsv", True)
+        labels = tuple(sorted({row[label] for row in rows}))
+    return Task(task_dir.name, a, b, label, labels,
+                ("accuracy",) if labels else ("pearson", "spearman"),
+                test_columns=("index", a, b))
+
+
+def read_rows(path: Path, header: bool) -> list:
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not header:
+        return rows
+    names, width = rows[0], len(rows[0])
+    good = [dict(zip(names, row)) for row in rows[1:] if len(row) == width]
+    if len(good) < len(rows) - 1:  # QQP's train.tsv has a few broken lines
+        log.warning("%s: skipped %d malformed rows", path, len(rows) - 1 - len(good))
+    return good
+
+
+def read_split(task: Task, path: Path, test: bool = False) -> Split:
+    if not path.is_file():
+        raise FileNotFoundError(f"{task.name}: {path} does not exist (GLUE layout: "
+                                f"<glue_dir>/{task.name}/train.tsv, dev.tsv, test.tsv)")
+    if test:
+        ident, a, b = task.test_columns
+        rows = read_rows(path, True)
+        if not rows or a not in rows[0]:
+            raise ValueError(f"{path}: no {a!r} column; is this {task.name}'s test.tsv?")
+        return Split([r[a] for r in rows], [r[b] for r in rows] if b else None, None,
+                     [r.get(ident, str(i)) for i, r in enumerate(rows)])
+    rows = read_rows(path, task.header)
+    try:
+        labels = [r[task.label] for r in rows]
+        a = [r[task.a] for r in rows]
+        b = [r[task.b] for r in rows] if task.b is not None else None
+    except (KeyError, IndexError) as error:
+        raise ValueError(f"{path} does not have {task.name}'s columns (missing {error})") from error
+    if task.labels is None:
+        labels = [float(x) for x in labels]
+    else:
+        unknown = set(labels) - set(task.labels)
+        if unknown:
+            raise ValueError(f"{path}: labels {sorted(unknown)[:3]} are not {task.name} labels {task.labels}")
+    return Split(a, b, labels)
+
+
+def compute_metrics(task: Task, predictions: np.ndarray, labels) -> dict[str, float]:
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    if task.labels is None:
+        return {"pearson": float(pearsonr(predictions, labels)[0]),
+                "spearman": float(spearmanr(predictions, labels)[0])}
+    out = {"accuracy": float(accuracy_score(labels, predictions))}
+    if "f1" in task.metrics:
+        out["f1"] = float(f1_score(labels, predictions, pos_label=task.labels[-1]))  # "1"
+    if "mcc" in task.metrics:
+        out["mcc"] = float(matthews_corrcoef(labels, predictions))
+    return out
+
+
+def task_score(task: Task, dev_metrics: dict[str, dict[str, float]]) -> float:
+    """Mean of the task's metrics, averaged over its dev sets (MNLI: matched, mismatched)."""
+    return float(np.mean([m[name] for m in dev_metrics.values() for name in task.metrics]))
+
+
+def glue_average(scores: dict[str, float]) -> float:
+    return float(np.mean(list(scores.values())))
+
+
+# ---------------------------------------------------------------------------- fine-tuning
+@dataclass
+class FinetuneArgs:
+    max_seq_length: int = 128
+    batch_size: int = 32
+    epochs: float = 3.0
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_train_samples: int | None = None
+    bf16: bool = False
+
+
+def _encode(tokenizer, split: Split, max_length: int):
+    return tokenizer(split.a, split.b, truncation=True, max_length=max_length)
+
+
+def _batches(encoded, order: np.ndarray, size: int, tokenizer):
+    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoded]
+    for start in range(0, len(order), size):
+        part = order[start:start + size]
+        yield part, tokenizer.pad({k: [encoded[k][i] for i in part] for k in keys},
+                                  return_tensors="pt")
+
+
+def _targets(task: Task, split: Split) -> torch.Tensor:
+    if task.labels is None:
+        return torch.tensor(split.labels, dtype=torch.float32)
+    return torch.tensor([task.labels.index(x) for x in split.labels])
+
+
+@torch.no_grad()
+def predict(model, tokenizer, task: Task, split: Split, args: FinetuneArgs) -> np.ndarray:
+    model.eval()
+    encoded = _encode(tokenizer, split, args.max_seq_length)
+    outputs = []
+    for _, batch in _batches(encoded, np.arange(len(split.a)), args.batch_size * 2, tokenizer):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            logits = model(**batch).logits.float()
+        outputs.append(logits[:, 0] if task.labels is None else logits.argmax(-1))
+    predictions = torch.cat(outputs).numpy()
+    return predictions if task.labels is None else np.asarray([task.labels[i] for i in predictions])
+
+
+def finetune(model_dir: str, task: Task, train: Split, devs: dict[str, Split], lr: float, seed: int,
+             args: FinetuneArgs, writer=None, tag: str = ""):
+    """One fine-tuning run, evaluated on every dev set after each epoch. Returns the best
+    epoch's dev metrics and score, and the model (weights of that epoch) and tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ligo.train.optim import build_optimizer, build_scheduler
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    num_labels = 1 if task.labels is None else len(task.labels)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, num_labels=num_labels,
+        problem_type="regression" if task.labels is None else "single_label_classification")
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    encoded = _encode(tokenizer, train, args.max_seq_length)
+    targets = _targets(task, train)
+    rng = np.random.default_rng(seed)
+    steps_per_epoch = math.ceil(len(train.a) / args.batch_size)
+    total = max(1, int(args.epochs * steps_per_epoch))
+    optimizer = build_optimizer(model, lr, args.weight_decay, (0.9, 0.999), 1e-8)
+    scheduler = build_scheduler(optimizer, "linear", int(args.warmup_ratio * total), total)
+    best, best_score, best_state, step = None, -math.inf, None, 0
+    while step < total:
+        model.train()
+        for part, batch in _batches(encoded, rng.permutation(len(train.a)), args.batch_size, tokenizer):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                loss = model(**batch, labels=targets[part]).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if writer is not None:
+                writer.add_scalar(f"{tag}/train_loss", loss.item(), step)
+            if step >= total:
+                break
+        metrics = {name: compute_metrics(task, predict(model, tokenizer, task, dev, args), dev.labels)
+                   for name, dev in devs.items()}
+        score = task_score(task, metrics)
+        if writer is not None:
+            writer.add_scalar(f"{tag}/dev_score", score, step)
+            for name, values in metrics.items():
+                for key, value in values.items():
+                    writer.add_scalar(f"{tag}/dev{name}_{key}", value, step)
+        if score > best_score:
+            best, best_score = metrics, score
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return best, best_score, model, tokenizer
+
+
+def write_submission(path: Path, task: Task, split: Split, predictions: np.ndarray) -> None:
+    lines = ["index\tprediction"]
+    for ident, value in zip(split.ids, predictions):
+        lines.append(f"{ident}\t{value:.3f}" if task.labels is None else f"{ident}\t{value}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def markdown_table(results: dict) -> str:
+    names = list(results["tasks"])
+    head = "| " + " | ".join(["model", *names, "average"]) + " |"
+    rule = "|" + "---|" * (len(names) + 2)
+    cells = [f"{100 * results['tasks'][n]['score']:.1f}" for n in names]
+    row = "| " + " | ".join([Path(results["model"]).name, *cells, f"{100 * results['average']:.1f}"]) + " |"
+    return "\n".join([head, rule, row])
+
+
+def load_task_data(task: Task, folder: Path | None, from_hub: bool, max_train: int | None):
+    if from_hub:
+        return _hub_data(task, max_train)
+    train = read_split(task, folder / "train.tsv")
+    if max_train:
+        train = Split(train.a[:max_train], train.b[:max_train] if train.b else None, train.labels[:max_train])
+    devs = {name: read_split(task, folder / file) for name, file in task.dev.items()}
+    tests = {name: read_split(task, folder / file, test=True)
+             for name, file in task.test.items() if (folder / file).is_file()}
+    return train, devs, tests
+
+
+def _hub_data(task: Task, max_train: int | None):
+    try:
+        import datasets
+    except ImportError as error:
+        raise ImportError("--from_hub needs the `datasets` package: pip install 'ligo[datasets]'") from error
+    if task.hub is None:
+        raise ValueError(f"{task.name} has no hub copy; use --glue_dir")
+    data = datasets.load_dataset(*task.hub)
+    names = data["train"].column_names
+    a, b = names[0], (names[1] if task.b is not None else None)
+
+    label_names = getattr(data["train"].features["label"], "names", None)
+
+    def split(rows):
+        if task.labels is None:
+            labels = [float(x) for x in rows["label"]]
+        elif label_names and set(label_names) <= set(task.labels):  # e.g. MNLI's names
+            labels = [label_names[x] for x in rows["label"]]
+        else:  # the TSV files spell these classes 0 / 1
+            labels = [str(x) for x in rows["label"]]
+        return Split(rows[a], rows[b] if b else None, labels, [str(i) for i in rows["idx"]])
+
+    train = split(data["train"][: max_train or len(data["train"])])
+    dev_names = {"": "validation"} if task.name != "MNLI" else {"-m": "validation_matched", "-mm": "validation_mismatched"}
+    return train, {k: split(data[v][:]) for k, v in dev_names.items()}, {}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from ligo import distributed
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--glue_dir", help="folder with one sub-folder per GLUE task")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help=f"any of {', '.join(TASKS)}")
+    parser.add_argument("--task_dir", help="a task of your own in the same TSV layout")
+    parser.add_argument("--task_type", choices=["classification", "regression"], default="classification")
+    parser.add_argument("--from_hub", action="store_true", help="read GLUE from the HF hub (network)")
+    parser.add_argument("--learning_rates", type=float, nargs="+", default=[1e-5, 2e-5, 3e-5, 5e-5])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--max_seq_length", type=int, default=128)
+    parser.add_argument("--max_train_samples", type=int)
+    parser.add_argument("--bf16", action="store_true")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.task_dir:
+        tasks = {Path(args.task_dir).name: (custom_task(Path(args.task_dir), args.task_type), Path(args.task_dir))}
+    elif args.glue_dir or args.from_hub:
+        unknown = [t for t in args.tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown GLUE tasks {unknown}; choose from {', '.join(TASKS)}")
+        tasks = {t: (TASKS[t], Path(args.glue_dir or ".") / t) for t in args.tasks}
+    else:
+        raise ValueError("give --glue_dir (GLUE layout), --task_dir (your own task) or --from_hub")
+    info = distributed.init_distributed()
+    if info.enabled:
+        raise NotImplementedError("ligo.glue runs on one process; launch one per task instead")
+    out = Path(args.output_dir)
+    (out / "submission").mkdir(parents=True, exist_ok=True)
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tensorboard"))
+    fargs = FinetuneArgs(args.max_seq_length, args.batch_size, args.epochs,
+                         max_train_samples=args.max_train_samples, bf16=args.bf16)
+    results: dict = {"model": args.model_dir, "tasks": {}}
+    for name, (task, folder) in tasks.items():
+        train, devs, tests = load_task_data(task, folder, args.from_hub, args.max_train_samples)
+        runs, best = [], None
+        for lr in args.learning_rates:
+            for seed in args.seeds:
+                metrics, score, model, tokenizer = finetune(args.model_dir, task, train, devs, lr, seed,
+                                                            fargs, writer, f"{name}/lr{lr:g}_seed{seed}")
+                runs.append({"learning_rate": lr, "seed": seed, "score": score, "dev": metrics})
+                log.info("%s lr %g seed %d: dev score %.4f", name, lr, seed, score)
+                if best is None or score > best["score"]:
+                    best = runs[-1]
+                    for split_name, split in tests.items():
+                        write_submission(out / "submission" / f"{name}{split_name}.tsv", task, split,
+                                         predict(model, tokenizer, task, split, fargs))
+        results["tasks"][name] = {"score": best["score"], "best": best, "runs": runs,
+                                  "majority_dev_accuracy": _majority(devs) if task.labels else None}
+    results["average"] = glue_average({n: t["score"] for n, t in results["tasks"].items()})
+    writer.close()
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "results.md").write_text(markdown_table(results) + "\n")
+    print(markdown_table(results))
+    return results
+
+
+def _majority(devs: dict[str, Split]) -> float:
+    labels = [x for dev in devs.values() for x in dev.labels]
+    values, counts = np.unique(labels, return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
