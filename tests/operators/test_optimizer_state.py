@@ -52,16 +52,26 @@ def test_mapped_moments_commute_with_an_adamw_step_for_double(family):
                                        rtol=1e-9, atol=1e-15, msg=f"{name} {field}")
 
 
-def test_doubled_hidden_matrix_gets_first_moment_halved_and_second_quartered():
+def stepped_small_bert(seed: int):
+    """A small BERT after one AdamW step, and its optimizer."""
     small = no_dropout(trained_like_model("bert"))
     optimizer = build_optimizer(small, 1e-3, 0.0, (0.9, 0.98), 1e-6)
-    ids = torch.randint(5, 1000, (2, 16), generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(5, 1000, (2, 16), generator=torch.Generator().manual_seed(seed))
     adam_step(small, optimizer, "bert", ids, ids)
-    big = grow(small, wide_config("bert"), width="double")
+    return small, optimizer
+
+
+def grown_and_mapped(small, optimizer, target, **options):
+    """(source state, mapped state of the grown model), both by parameter name."""
+    big = grow(small, target, **options)
     template = build_optimizer(big, 1e-3, 0.0, (0.9, 0.98), 1e-6).state_dict()
-    mapped = named_adam_state(big, grow_adam_state(small, optimizer.state_dict(), big, template,
-                                                   width="double"))
-    source = named_adam_state(small, optimizer.state_dict())
+    mapped = grow_adam_state(small, optimizer.state_dict(), big, template, **options)
+    return named_adam_state(small, optimizer.state_dict()), named_adam_state(big, mapped)
+
+
+def test_doubled_hidden_matrix_gets_first_moment_halved_and_second_quartered():
+    small, optimizer = stepped_small_bert(seed=2)
+    source, mapped = grown_and_mapped(small, optimizer, wide_config("bert"), width="double")
     key = "bert.encoder.layer.0.attention.output.dense.weight"  # hidden x hidden
     m, v = source[key]["exp_avg"], source[key]["exp_avg_sq"]
     doubled = lambda t: torch.cat([torch.cat([t, t], 1), torch.cat([t, t], 1)], 0)
@@ -70,17 +80,10 @@ def test_doubled_hidden_matrix_gets_first_moment_halved_and_second_quartered():
 
 
 def test_new_parameters_start_with_zero_moments():
-    small = no_dropout(trained_like_model("bert"))
-    optimizer = build_optimizer(small, 1e-3, 0.0, (0.9, 0.98), 1e-6)
-    ids = torch.randint(5, 1000, (2, 16), generator=torch.Generator().manual_seed(3))
-    adam_step(small, optimizer, "bert", ids, ids)
-    big = grow(small, wide_config("bert", layers=3, hidden=64, heads=2, ffn=256), depth="insert",
-               depth_options={"positions": [1], "init": "random"})
-    template = build_optimizer(big, 1e-3, 0.0, (0.9, 0.98), 1e-6).state_dict()
-    mapped = named_adam_state(big, grow_adam_state(small, optimizer.state_dict(), big, template,
-                                                   depth="insert",
-                                                   depth_options={"positions": [1], "init": "random"}))
-    source = named_adam_state(small, optimizer.state_dict())
+    small, optimizer = stepped_small_bert(seed=3)
+    source, mapped = grown_and_mapped(small, optimizer,
+                                      wide_config("bert", layers=3, hidden=64, heads=2, ffn=256),
+                                      depth="insert", depth_options={"positions": [1], "init": "random"})
     new = "bert.encoder.layer.1.intermediate.dense.weight"
     assert torch.equal(mapped[new]["exp_avg"], torch.zeros_like(mapped[new]["exp_avg"]))
     moved = "bert.encoder.layer.2.intermediate.dense.weight"  # source layer 1, shifted up
