@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ligo import distributed
+
 log = logging.getLogger("ligo.glue")
 
 
@@ -314,8 +316,6 @@ def _hub_data(task: Task, max_train: int | None):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from ligo import distributed
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir")
     parser.add_argument("--output_dir", required=True)
@@ -342,34 +342,67 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         raise ValueError("give --glue_dir (GLUE layout), --task_dir (your own task) or --from_hub")
     info = distributed.init_distributed()
-    if info.enabled:
-        raise NotImplementedError("ligo.glue runs on one process; launch one per task instead")
-    out = Path(args.output_dir)
-    (out / "submission").mkdir(parents=True, exist_ok=True)
+    try:
+        return _sweep(args, tasks, info)
+    finally:
+        distributed.shutdown(info)
+
+
+def _sweep(args, tasks: dict, info) -> dict:
+    """Every (task, learning rate, seed) run; under torchrun, process r takes runs r, r + W, ...
+    and predicts the test sets with its own best run per task; process 0 then picks each
+    task's best run over all processes and publishes its predictions."""
+    import shutil
+
     from tensorboardX import SummaryWriter
 
-    writer = SummaryWriter(str(out / "tensorboard"))
+    out = Path(args.output_dir)
+    runs_dir = out / "runs"
+    if info.is_main:  # results of an earlier sweep in this folder must not join this one
+        shutil.rmtree(runs_dir, ignore_errors=True)
+    distributed.barrier(info)
+    (out / "tensorboard").mkdir(parents=True, exist_ok=True)  # before the writers: no race
+    writer = SummaryWriter(str(out / "tensorboard"), filename_suffix=f".rank{info.rank}")
     fargs = FinetuneArgs(args.max_seq_length, args.batch_size, args.epochs,
                          max_train_samples=args.max_train_samples, bf16=args.bf16)
-    results: dict = {"model": args.model_dir, "tasks": {}}
+    plan = [(name, lr, seed) for name in tasks for lr in args.learning_rates for seed in args.seeds]
+    data: dict = {}
+    local_best: dict = {}
+    for index, (name, lr, seed) in enumerate(plan):
+        if index % info.world_size != info.rank:
+            continue
+        task, folder = tasks[name]
+        if name not in data:
+            data[name] = load_task_data(task, folder, args.from_hub, args.max_train_samples)
+        train, devs, tests = data[name]
+        metrics, score, model, tokenizer = finetune(args.model_dir, task, train, devs, lr, seed,
+                                                    fargs, writer, f"{name}/lr{lr:g}_seed{seed}")
+        log.info("%s lr %g seed %d: dev score %.4f", name, lr, seed, score)
+        run = {"index": index, "learning_rate": lr, "seed": seed, "score": score, "dev": metrics}
+        folder_out = runs_dir / name / f"run{index:03d}"
+        folder_out.mkdir(parents=True, exist_ok=True)
+        (folder_out / "result.json").write_text(json.dumps(run, indent=1))
+        if name not in local_best or score > local_best[name]["score"]:
+            local_best[name] = run
+            for split_name, split in tests.items():  # only a new local best predicts the test set
+                write_submission(folder_out / f"{name}{split_name}.tsv", task, split,
+                                 predict(model, tokenizer, task, split, fargs))
+    writer.close()
+    distributed.barrier(info)
+    if not info.is_main:
+        return {}
+    (out / "submission").mkdir(parents=True, exist_ok=True)
+    results: dict = {"model": args.model_dir, "world_size": info.world_size, "tasks": {}}
     for name, (task, folder) in tasks.items():
-        train, devs, tests = load_task_data(task, folder, args.from_hub, args.max_train_samples)
-        runs, best = [], None
-        for lr in args.learning_rates:
-            for seed in args.seeds:
-                metrics, score, model, tokenizer = finetune(args.model_dir, task, train, devs, lr, seed,
-                                                            fargs, writer, f"{name}/lr{lr:g}_seed{seed}")
-                runs.append({"learning_rate": lr, "seed": seed, "score": score, "dev": metrics})
-                log.info("%s lr %g seed %d: dev score %.4f", name, lr, seed, score)
-                if best is None or score > best["score"]:
-                    best = runs[-1]
-                    for split_name, split in tests.items():
-                        write_submission(out / "submission" / f"{name}{split_name}.tsv", task, split,
-                                         predict(model, tokenizer, task, split, fargs))
+        runs = sorted((json.loads(p.read_text()) for p in (runs_dir / name).glob("run*/result.json")),
+                      key=lambda r: r["index"])
+        best = max(runs, key=lambda r: r["score"])  # ties: the earliest run in the plan
+        for file in (runs_dir / name / f"run{best['index']:03d}").glob("*.tsv"):
+            shutil.copy2(file, out / "submission" / file.name)
+        devs = data[name][1] if name in data else load_task_data(task, folder, args.from_hub, 1)[1]
         results["tasks"][name] = {"score": best["score"], "best": best, "runs": runs,
                                   "majority_dev_accuracy": _majority(devs) if task.labels else None}
     results["average"] = glue_average({n: t["score"] for n, t in results["tasks"].items()})
-    writer.close()
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(markdown_table(results) + "\n")
     print(markdown_table(results))

@@ -175,3 +175,29 @@ def test_own_regression_task_and_classification_beats_the_majority_class(tmp_pat
     lines = (tmp_path / "reg" / "submission" / "regression.tsv").read_text().splitlines()
     scores = [float(line.split("\t")[1]) for line in lines[1:]]
     assert len(scores) == 1058 and np.std(scores) > 0  # a real-valued prediction per test row
+
+
+def test_torchrun_spreads_the_sweep_over_processes_with_the_same_results(tmp_path, shared_data):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    make_task(tmp_path / "glue" / "SST-2", "SST-2", n=48)
+    model = tiny_model_dir(tmp_path)
+    common = ["--glue_dir", str(tmp_path / "glue"), "--tasks", "SST-2", "--learning_rates", "1e-4", "3e-4",
+              "--seeds", "1", "2", "--epochs", "1", "--batch_size", "16", "--max_seq_length", "48"]
+    single = main([str(model), "--output_dir", str(tmp_path / "one"), *common])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           "2", "-m", "ligo.glue", str(model), "--output_dir", str(tmp_path / "two"), *common],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    double = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert double["world_size"] == 2 and len(double["tasks"]["SST-2"]["runs"]) == 4
+    for a, b in zip(single["tasks"]["SST-2"]["runs"], double["tasks"]["SST-2"]["runs"]):
+        assert (a["learning_rate"], a["seed"]) == (b["learning_rate"], b["seed"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-6)
+    assert (tmp_path / "two" / "submission" / "SST-2.tsv").read_text() == \
+        (tmp_path / "one" / "submission" / "SST-2.tsv").read_text()
