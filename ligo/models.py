@@ -30,6 +30,12 @@ def load_config(path: str | Path):
     return config
 
 
+def ffn_size(config) -> int:
+    """Inner FFN width: BERT/RoBERTa's intermediate_size, GPT-2's n_inner (None means 4H)."""
+    return getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) \
+        or 4 * config.hidden_size
+
+
 def check_block_size(config, family: Family, block_size: int) -> None:
     limit = family.max_block_size(config)
     if block_size > limit:

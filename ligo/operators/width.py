@@ -34,15 +34,11 @@ from __future__ import annotations
 import torch
 
 from ligo.families import ROLE_AXES
+from ligo.models import ffn_size
 from ligo.roles import Roles
 
 # the last LayerNorm before the tied decoder: scaled by 1/count like a matrix input
 FEEDS_TIED_DECODER = {"head.ln.weight", "head.ln.bias", "final_ln.weight", "final_ln.bias"}
-
-
-def _ffn(config) -> int:
-    return getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) \
-        or 4 * config.hidden_size
 
 
 def _head_size(config) -> int:
@@ -51,21 +47,21 @@ def _head_size(config) -> int:
 
 def check_width_growth(small_config, large_config, width: str | None) -> str | None:
     same = (small_config.hidden_size == large_config.hidden_size
-            and _ffn(small_config) == _ffn(large_config)
+            and ffn_size(small_config) == ffn_size(large_config)
             and small_config.num_attention_heads == large_config.num_attention_heads)
     if same:
         return None  # nothing to grow in width, whatever scheme was named
     if width is None:
         raise ValueError(f"the width changes (hidden {small_config.hidden_size} -> "
-                         f"{large_config.hidden_size}, ffn {_ffn(small_config)} -> "
-                         f"{_ffn(large_config)}): choose a width scheme "
+                         f"{large_config.hidden_size}, ffn {ffn_size(small_config)} -> "
+                         f"{ffn_size(large_config)}): choose a width scheme "
                          f"({', '.join(WIDTH_OPERATORS)})")
     if width not in WIDTH_OPERATORS:
         raise ValueError(f"unknown width scheme {width!r}; choose from {', '.join(WIDTH_OPERATORS)}")
-    if _ffn(large_config) < _ffn(small_config) or \
+    if ffn_size(large_config) < ffn_size(small_config) or \
             large_config.num_attention_heads < small_config.num_attention_heads:
         raise ValueError("the target is smaller than the source: ffn "
-                         f"{_ffn(small_config)} -> {_ffn(large_config)}, heads "
+                         f"{ffn_size(small_config)} -> {ffn_size(large_config)}, heads "
                          f"{small_config.num_attention_heads} -> {large_config.num_attention_heads}")
     if _head_size(small_config) != _head_size(large_config):
         raise ValueError(f"width growth adds whole heads, so the head size must stay the same: "
@@ -90,7 +86,7 @@ def build_maps(small_config, large_config, choice: dict[str, str], generator) ->
     size = _head_size(small_config)
     return {"hidden": _index_map(small_config.hidden_size, large_config.hidden_size,
                                  choice["hidden"], generator),
-            "ffn": _index_map(_ffn(small_config), _ffn(large_config), choice["ffn"], generator),
+            "ffn": _index_map(ffn_size(small_config), ffn_size(large_config), choice["ffn"], generator),
             "attention": (heads[:, None] * size + torch.arange(size)).flatten()}
 
 
@@ -157,7 +153,7 @@ def _expand_roles(roles: Roles, maps, moment_power: int = 0, block_diagonal: boo
     return roles.map(lambda role, t: expand(role, t, maps, counts, moment_power, block_diagonal))
 
 
-def _new_mask(role: str, shape, source_shape, axes_only: int | None = None) -> torch.Tensor:
+def _new_mask(shape, source_shape, axes_only: int | None = None) -> torch.Tensor:
     """True where an entry involves a unit the source did not have (per axis)."""
     mask = torch.zeros(shape, dtype=torch.bool)
     for axis, (new, old) in enumerate(zip(shape, source_shape)):
@@ -168,6 +164,11 @@ def _new_mask(role: str, shape, source_shape, axes_only: int | None = None) -> t
             index[axis] = slice(old, new)
             mask[tuple(index)] = True
     return mask
+
+
+def _source_shape(roles: Roles, role: str) -> torch.Size:
+    """Shape of `role` in the source (every layer has the same shapes)."""
+    return (roles.model[role] if role in roles.model else roles.layers[0][role]).shape
 
 
 def _fpi_choice(hidden: str) -> dict[str, str]:
@@ -181,8 +182,7 @@ def net2net(roles: Roles, small_config, large_config, generator=None, noise_std:
     grown = _expand_roles(roles, maps, moment_power)
     if noise_std and not moment_power:  # noise breaks symmetry of values, not of moments
         def add_noise(role, tensor):
-            source = roles.model.get(role, roles.layers[0].get(role))
-            mask = _new_mask(role, tensor.shape, source.shape)
+            mask = _new_mask(tensor.shape, _source_shape(roles, role))
             noise = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype) * noise_std
             return tensor + noise * mask
         grown = grown.map(add_noise)
@@ -205,7 +205,7 @@ def bert2bert_aki(roles: Roles, small_config, large_config, generator=None, mome
         mixed = {}
         for role, tensor in layer.items():
             # rows (output units) the source did not have come from the next layer
-            new_rows = _new_mask(role, tensor.shape, roles.layers[index][role].shape, axes_only=0)
+            new_rows = _new_mask(tensor.shape, roles.layers[index][role].shape, axes_only=0)
             mixed[role] = torch.where(new_rows, following[role], tensor)
         layers.append(mixed)
     return Roles(grown.model, layers)
@@ -214,7 +214,7 @@ def bert2bert_aki(roles: Roles, small_config, large_config, generator=None, mome
 def double(roles: Roles, small_config, large_config, generator=None, moment_power: int = 0,
            **_) -> Roles:
     pairs = {"hidden": (small_config.hidden_size, large_config.hidden_size),
-             "ffn": (_ffn(small_config), _ffn(large_config)),
+             "ffn": (ffn_size(small_config), ffn_size(large_config)),
              "heads": (small_config.num_attention_heads, large_config.num_attention_heads)}
     for name, (old, new) in pairs.items():
         if new != 2 * old:
@@ -244,16 +244,16 @@ def _place(source: torch.Tensor, target: torch.Tensor, role: str, new_value) -> 
 def zero(roles: Roles, small_config, large_config, fresh: Roles = None, **_) -> Roles:
     def new_value(role, tensor):
         axes = ROLE_AXES[role]
-        source_shape = (roles.model[role] if role in roles.model else roles.layers[0][role]).shape
+        source_shape = _source_shape(roles, role)
         # outgoing weights of new units (their input columns) and every new hidden dimension
         # of the residual stream start at zero; incoming weights keep the fresh init
         zero_mask = torch.zeros(tensor.shape, dtype=torch.bool)
         axis = _input_axis(role, tensor)
         if axis is not None and axes[axis] != "hidden":
-            zero_mask |= _new_mask(role, tensor.shape, source_shape, axes_only=axis)
+            zero_mask |= _new_mask(tensor.shape, source_shape, axes_only=axis)
         for index, kind in enumerate(axes):
             if kind == "hidden":
-                zero_mask |= _new_mask(role, tensor.shape, source_shape, axes_only=index)
+                zero_mask |= _new_mask(tensor.shape, source_shape, axes_only=index)
         return tensor.masked_fill(zero_mask, 0.0)
 
     return _keep_source_block(roles, fresh, new_value)

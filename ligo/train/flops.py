@@ -17,12 +17,12 @@ what the kernels compute.
 """
 from __future__ import annotations
 
+from ligo.models import ffn_size
+
 
 def model_dims(config) -> dict[str, int]:
-    hidden = config.hidden_size
-    ffn = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
-    return {"layers": config.num_hidden_layers, "hidden": hidden, "ffn": ffn,
-            "vocab": config.vocab_size}
+    return {"layers": config.num_hidden_layers, "hidden": config.hidden_size,
+            "ffn": ffn_size(config), "vocab": config.vocab_size}
 
 
 def forward_flops_per_token(config, seq_len: int, head_fraction: float = 1.0,
