@@ -78,6 +78,7 @@ class Split:
     b: list[str] | None
     labels: list | None  # label strings (classification) or floats (regression); None for test
     ids: list[str] | None = None  # test-set indices for the submission
+    encoded: tuple | None = None  # (max_length, tokenizer output): tokenised once per sweep
 
 
 def custom_task(task_dir: Path, task_type: str) -> Task:
@@ -176,7 +177,10 @@ class FinetuneArgs:
 
 
 def _encode(tokenizer, split: Split, max_length: int):
-    return tokenizer(split.a, split.b, truncation=True, max_length=max_length)
+    """The split tokenised; computed once, then reused by every run and every evaluation."""
+    if split.encoded is None or split.encoded[0] != max_length:
+        split.encoded = (max_length, tokenizer(split.a, split.b, truncation=True, max_length=max_length))
+    return split.encoded[1]
 
 
 def _batches(encoded, order: np.ndarray, size: int, tokenizer):
@@ -206,16 +210,15 @@ def predict(model, tokenizer, task: Task, split: Split, args: FinetuneArgs) -> n
     return predictions if task.labels is None else np.asarray([task.labels[i] for i in predictions])
 
 
-def finetune(model_dir: str, task: Task, train: Split, devs: dict[str, Split], lr: float, seed: int,
-             args: FinetuneArgs, writer=None, tag: str = ""):
+def finetune(model_dir: str, tokenizer, task: Task, train: Split, devs: dict[str, Split], lr: float,
+             seed: int, args: FinetuneArgs, writer=None, tag: str = ""):
     """One fine-tuning run, evaluated on every dev set after each epoch. Returns the best
-    epoch's dev metrics and score, and the model (weights of that epoch) and tokenizer."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    epoch's dev metrics and score, and the model (weights of that epoch)."""
+    from transformers import AutoModelForSequenceClassification
 
     from ligo.train.optim import build_optimizer, build_scheduler
 
     torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     num_labels = 1 if task.labels is None else len(task.labels)
     model = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=num_labels,
@@ -257,7 +260,7 @@ def finetune(model_dir: str, task: Task, train: Split, devs: dict[str, Split], l
             best, best_score = metrics, score
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
-    return best, best_score, model, tokenizer
+    return best, best_score, model
 
 
 def write_submission(path: Path, task: Task, split: Split, predictions: np.ndarray) -> None:
@@ -365,6 +368,9 @@ def _sweep(args, tasks: dict, info) -> dict:
     writer = SummaryWriter(str(out / "tensorboard"), filename_suffix=f".rank{info.rank}")
     fargs = FinetuneArgs(args.max_seq_length, args.batch_size, args.epochs,
                          max_train_samples=args.max_train_samples, bf16=args.bf16)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     plan = [(name, lr, seed) for name in tasks for lr in args.learning_rates for seed in args.seeds]
     data: dict = {}
     local_best: dict = {}
@@ -375,8 +381,8 @@ def _sweep(args, tasks: dict, info) -> dict:
         if name not in data:
             data[name] = load_task_data(task, folder, args.from_hub, args.max_train_samples)
         train, devs, tests = data[name]
-        metrics, score, model, tokenizer = finetune(args.model_dir, task, train, devs, lr, seed,
-                                                    fargs, writer, f"{name}/lr{lr:g}_seed{seed}")
+        metrics, score, model = finetune(args.model_dir, tokenizer, task, train, devs, lr, seed,
+                                         fargs, writer, f"{name}/lr{lr:g}_seed{seed}")
         log.info("%s lr %g seed %d: dev score %.4f", name, lr, seed, score)
         run = {"index": index, "learning_rate": lr, "seed": seed, "score": score, "dev": metrics}
         folder_out = runs_dir / name / f"run{index:03d}"
