@@ -31,6 +31,7 @@ from ligo.data.collators import IGNORE_INDEX, MLMCollator
 from ligo.data.corpus import resolve_corpus
 from ligo.families import Family, family_of
 from ligo.models import load_config
+from ligo.train.loop import block_loss_totals
 from ligo.train.objective import LanguageModelingLoss
 
 
@@ -155,13 +156,8 @@ def evaluate(model_dir: str, eval_files: list[str] | None = None, documents: str
                 raise ValueError(f"the evaluation text has fewer than {max_length} tokens")
             specials = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
             collator = MLMCollator(tokenizer.mask_token_id, len(tokenizer), specials, seed)
-            totals = np.zeros(3)
-            for start in range(0, len(blocks), batch_size):
-                index = np.arange(start, min(start + batch_size, len(blocks)))
-                batch = collator(blocks.batch(index), index)
-                with torch.no_grad():
-                    out = loss(batch["input_ids"], batch["labels"])
-                totals += [out["loss_sum"].item(), int(out["tokens"]), int(out["correct"])]
+            totals = block_loss_totals(loss, blocks, collator, np.arange(len(blocks)), batch_size,
+                                       torch.device("cpu")).tolist()
             results.update(tokens=int(totals[1]), masked_loss=totals[0] / totals[1],
                            masked_perplexity=math.exp(totals[0] / totals[1]),
                            masked_accuracy=totals[2] / totals[1])

@@ -23,6 +23,26 @@ from ligo.train.metrics import MetricsLogger, format_line
 log = logging.getLogger(__name__)
 
 
+@torch.no_grad()
+def block_loss_totals(loss_module, blocks: TokenBlocks, collator, indices: np.ndarray,
+                      batch_size: int, device: torch.device,
+                      autocast=contextlib.nullcontext) -> torch.Tensor:
+    """(summed loss, label tokens, correct predictions) over blocks[indices], float64.
+
+    The collator is keyed by block index, so every evaluation masks the same positions and
+    successive losses differ only because the model did. `loss_module` must be in eval mode.
+    """
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    for start in range(0, len(indices), batch_size):
+        part = indices[start:start + batch_size]
+        batch = collator(blocks.batch(part), part)
+        with autocast():
+            out = loss_module(batch["input_ids"].to(device), batch["labels"].to(device))
+        totals += torch.stack([out["loss_sum"].double(), out["tokens"].double(),
+                               out["correct"].double()])
+    return totals
+
+
 @dataclass
 class Progress:
     step: int = 0  # optimizer steps done
@@ -117,17 +137,8 @@ class Trainer:
         size = self.args.per_device_eval_batch_size
         limit = min(len(self.valid_blocks), self.args.eval_max_batches * size * self.info.world_size)
         mine = np.arange(self.info.rank, limit, self.info.world_size)  # strided shard per rank
-        totals = torch.zeros(3, dtype=torch.float64, device=self.info.device)
-        for start in range(0, len(mine), size):
-            part = slice(start, start + size)
-            # key = block index: every evaluation of the run masks the same positions, so
-            # successive eval losses differ only because the model did
-            batch = self.collator(self.valid_blocks.batch(mine[part]), mine[part])
-            with self.autocast():
-                out = self.bare_loss(batch["input_ids"].to(self.info.device),
-                                     batch["labels"].to(self.info.device))
-            totals += torch.stack([out["loss_sum"].double(), out["tokens"].double(),
-                                   out["correct"].double()])
+        totals = block_loss_totals(self.bare_loss, self.valid_blocks, self.collator, mine, size,
+                                   self.info.device, self.autocast)
         loss_sum, tokens, correct = distributed.all_reduce_sum(totals, self.info).tolist()
         loss = loss_sum / max(tokens, 1)
         return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "accuracy": correct / max(tokens, 1)}
