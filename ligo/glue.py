@@ -422,8 +422,7 @@ def _majority(devs: dict[str, Split]) -> float:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    from ligo.cli import run, setup_logging
+
+    setup_logging()
+    run(main)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -57,10 +56,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        main()
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        if os.environ.get("LIGO_DEBUG"):
-            raise
-        sys.exit(f"error: {error}")
+    from ligo.cli import run, setup_logging
+
+    setup_logging()
+    run(main)

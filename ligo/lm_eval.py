@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    from ligo.cli import run, setup_logging
+
+    setup_logging()
+    run(main)

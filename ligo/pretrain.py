@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ligo import distributed
+from ligo.cli import run, setup_logging
 from ligo.config import DataArguments, GrowthArguments, ModelArguments, TrainingArguments, parse_args
 from ligo.data.corpus import resolve_corpus
 from ligo.data.pipeline import align_config_with_tokenizer, build_lm_data, obtain_tokenizer
@@ -76,31 +77,9 @@ def prepare_output_dir(args: TrainingArguments, identity: dict, info) -> None:
         atomic_write_text(run_file, json.dumps(identity, indent=1, sort_keys=True))
 
 
-# mistakes in the input: reported as one line by `cli`, never as a traceback
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
-
-
 def cli(argv: list[str] | None = None) -> None:
-    """Console entry: `main`, with bad input reported as `error: <sentence>` (exit status 1).
-
-    Set LIGO_DEBUG=1 to see the traceback instead."""
-    try:
-        main(argv)
-    except USER_ERRORS as error:
-        if os.environ.get("LIGO_DEBUG"):
-            raise
-        sys.exit(f"error: {error}")
-
-
-def setup_logging(is_main: bool) -> None:
-    """Log lines of the `ligo` loggers to stderr (warnings only on ranks other than 0);
-    the root logger, and so the host application's logging, is left alone."""
-    root = logging.getLogger("ligo")
-    root.setLevel(logging.INFO if is_main else logging.WARNING)
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+    """Console entry (run_lm_distributed.py, ligo-pretrain): `main` via ligo.cli.run."""
+    run(main, argv)
 
 
 def main(argv: list[str] | None = None) -> dict:

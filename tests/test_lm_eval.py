@@ -119,3 +119,22 @@ def test_main_end_to_end(family, tmp_path, shared_data):
         main([str(tmp_path / "model"), "--eval_files", str(held_out), "--max_length", "100000"])
     with pytest.raises(ValueError, match="nothing to evaluate"):
         main([str(tmp_path / "model")])
+
+
+@pytest.mark.parametrize("module", ["ligo.lm_eval", "ligo.glue", "ligo.grow_model"])
+def test_every_command_reports_bad_input_in_one_line(module, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    argv = {"ligo.lm_eval": [str(tmp_path / "missing"), "--eval_files", "x.txt"],
+            "ligo.glue": [str(tmp_path / "missing"), "--output_dir", str(tmp_path / "o")],
+            "ligo.grow_model": [str(tmp_path / "missing"), "--config_name", "c.json",
+                                "--output_dir", str(tmp_path / "o")]}[module]
+    done = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,31 @@
+"""What every command-line entry point shares: log lines of the `ligo` loggers on stderr,
+and bad input (a missing file, a wrong config, ...) reported as one line, not a traceback.
+Set LIGO_DEBUG=1 to see the traceback instead."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# mistakes in the input: reported as `error: <sentence>` (exit status 1)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+
+
+def setup_logging(is_main: bool = True) -> None:
+    """INFO lines of the `ligo` loggers (warnings only on ranks other than 0); the root
+    logger, and so a host application's logging, is left alone."""
+    root = logging.getLogger("ligo")
+    root.setLevel(logging.INFO if is_main else logging.WARNING)
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+
+
+def run(main, argv: list[str] | None = None):
+    try:
+        return main(argv)
+    except USER_ERRORS as error:
+        if os.environ.get("LIGO_DEBUG"):
+            raise
+        sys.exit(f"error: {error}")
