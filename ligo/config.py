@@ -107,7 +107,9 @@ class TrainingArguments:
     lr_scheduler_type: str = field(
         default="linear", metadata={"help": "linear, cosine, poly or constant (all with warmup)"})
     warmup_steps: int = 0
-    warmup_ratio: float = 0.0
+    warmup_ratio: float | None = field(default=None, metadata={
+        "help": "warmup as a fraction of max_steps (unset: 0 for pretraining, 0.1 for "
+                "run_grow_distributed.py); --warmup_steps wins when given"})
     lr_end: float = 0.0
     poly_power: float = 1.0
     bf16: bool = False
@@ -137,14 +139,19 @@ class TrainingArguments:
                      "save_total_limit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, not {getattr(self, name)}")
-        if not 0 <= self.warmup_ratio < 1:
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"--warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
         if self.warmup_steps < 0:
             raise ValueError(f"--warmup_steps must be >= 0, not {self.warmup_steps}")
+        if self.warmup_steps > self.max_steps:
+            # the LiGO repository warmed up over 10,000 steps inside a 100-step run
+            raise ValueError(f"--warmup_steps {self.warmup_steps} is longer than the run "
+                             f"(--max_steps {self.max_steps}); the learning rate would never "
+                             "reach its peak")
 
     @property
     def num_warmup_steps(self) -> int:
-        return self.warmup_steps or int(round(self.warmup_ratio * self.max_steps))
+        return self.warmup_steps or int(round((self.warmup_ratio or 0.0) * self.max_steps))
 
 
 @dataclass
@@ -156,7 +163,9 @@ class GrowthArguments:
                                         "output_dir) to grow into --config_name"})
     grow_scheme: str = field(default="stack", metadata={
         "help": "depth operator: stack, interpolate, insert or identity (or a width operator: "
-                "then that width, with stacking)"})
+                "then that width, with stacking), or ligo (with --pretrained_ligo_path)"})
+    pretrained_ligo_path: str | None = field(default=None, metadata={
+        "help": "--grow_scheme ligo: the output_dir of run_grow_distributed.py"})
     width_scheme: str | None = field(default=None, metadata={
         "help": "width operator: net2net, bert2bert_fpi, bert2bert_aki, double, zero or random"})
     insert_positions: list[int] | None = field(default=None, metadata={
@@ -168,12 +177,26 @@ class GrowthArguments:
     reset_optimizer: bool = field(default=False, metadata={
         "help": "start AdamW from zero instead of mapping the source checkpoint's moments"})
 
+    def __post_init__(self):
+        if self.grow_scheme == "ligo" and not self.pretrained_ligo_path:
+            raise ValueError("--grow_scheme ligo needs --pretrained_ligo_path (the output_dir of "
+                             "run_grow_distributed.py)")
+        if self.pretrained_ligo_path and self.grow_scheme != "ligo":
+            raise ValueError(f"--pretrained_ligo_path is given but --grow_scheme is "
+                             f"{self.grow_scheme}; use --grow_scheme ligo")
+
+    @property
+    def grows(self) -> bool:
+        return bool(self.source_model_path or self.pretrained_ligo_path)
+
     def operator_options(self) -> dict:
-        """grow() keyword arguments. `--grow_scheme` may also name a width operator
+        """grow() keyword arguments (for ligo: which operator). `--grow_scheme` may also name a width operator
         (`--grow_scheme bert2bert_aki`): that width, with stacking for any new layers."""
         from ligo.operators.width import WIDTH_OPERATORS
 
         depth, width = self.grow_scheme, self.width_scheme
+        if depth == "ligo":
+            return {"depth": "ligo", "operator": str(Path(self.pretrained_ligo_path).resolve())}
         if depth in WIDTH_OPERATORS:
             if width is not None and width != depth:
                 raise ValueError(f"--grow_scheme {depth} is a width operator but --width_scheme "
@@ -185,12 +208,69 @@ class GrowthArguments:
                 "width_options": {"noise_std": self.width_noise_std}}
 
 
+@dataclass
+class LiGOArguments:
+    """run_grow_distributed.py: which small model, what to learn, how to initialise."""
+
+    source_model_path: str = field(default="", metadata={
+        "help": "the small model folder (HF format, e.g. a finished run's output_dir)"})
+    tune_width: bool = False
+    tune_depth: bool = False
+    fuse_init_scheme: list[str] = field(default_factory=lambda: ["stackbert_noisy", "rand"], metadata={
+        "help": "DEPTH WIDTH init: depth rand, rand_softmax, stackbert, stackbert_noisy, "
+                "interlace or interlace_noisy; width rand, rand_softmax, sel or sel_noisy"})
+    fuse_init_noise: float = 0.03
+    no_fuse_tie_param: bool = field(default=False, metadata={
+        "help": "an expansion per module axis instead of the paper's tying"})
+    width_form: str = field(default="structured", metadata={
+        "help": "structured (first D1 rows identity, new rows learned; official code) or full "
+                "(the paper's D2 x D1 matrices)"})
+    tune_residual: bool = False
+    tune_residual_noise: float = 0.01
+    tune_small_model: bool = False
+    init_from_operator: list[str] | None = field(default=None, metadata={
+        "help": "DEPTH [WIDTH]: start exactly where this fixed operator ends (e.g. stack "
+                "bert2bert_aki)"})
+    ligo_seed: int = 0
+
+    def __post_init__(self):
+        if not self.source_model_path:
+            raise ValueError("--source_model_path is required (the small model to grow)")
+        if len(self.fuse_init_scheme) != 2:
+            raise ValueError("--fuse_init_scheme takes two values, DEPTH WIDTH (e.g. "
+                             f"stackbert_noisy rand), not {self.fuse_init_scheme}")
+        if self.init_from_operator is not None and len(self.init_from_operator) not in (1, 2):
+            raise ValueError("--init_from_operator takes DEPTH [WIDTH]")
+        self.options()  # validates the schemes now, before any work
+
+    def options(self):
+        from ligo.operators.depth import DEPTH_OPERATORS
+        from ligo.operators.learned import LiGOOptions
+        from ligo.operators.width import WIDTH_OPERATORS
+
+        if self.init_from_operator:
+            depth, width = (list(self.init_from_operator) + [None])[:2]
+            if depth not in DEPTH_OPERATORS or (width is not None and width not in WIDTH_OPERATORS):
+                raise ValueError(f"--init_from_operator {' '.join(self.init_from_operator)}: depth "
+                                 f"one of {', '.join(DEPTH_OPERATORS)}, width one of "
+                                 f"{', '.join(WIDTH_OPERATORS)}")
+        return LiGOOptions(tune_width=self.tune_width, tune_depth=self.tune_depth,
+                           depth_init=self.fuse_init_scheme[0], width_init=self.fuse_init_scheme[1],
+                           init_noise=self.fuse_init_noise, width_form=self.width_form,
+                           tie=not self.no_fuse_tie_param, tune_residual=self.tune_residual,
+                           residual_noise=self.tune_residual_noise,
+                           tune_small_model=self.tune_small_model,
+                           init_from=tuple(self.init_from_operator) if self.init_from_operator else None,
+                           seed=self.ligo_seed)
+
+
 def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
-        options: dict = {"default": f.default, "help": f.metadata.get("help")}
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        options: dict = {"default": default, "help": f.metadata.get("help")}
         args = typing.get_args(kind)
         list_kind = kind if typing.get_origin(kind) is list else next(
             (a for a in args if typing.get_origin(a) is list), None)

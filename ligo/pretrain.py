@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,11 +23,12 @@ from ligo import distributed
 from ligo.cli import run, setup_logging
 from ligo.config import DataArguments, GrowthArguments, ModelArguments, TrainingArguments, parse_args
 from ligo.data.corpus import resolve_corpus
-from ligo.data.pipeline import align_config_with_tokenizer, build_lm_data, obtain_tokenizer
+from ligo.data.pipeline import LMData, align_config_with_tokenizer, build_lm_data, obtain_tokenizer
 from ligo.data.tokenizer import save_hf_tokenizer
-from ligo.families import family_of
+from ligo.families import Family, family_of
 from ligo.models import build_model, check_block_size, load_config
 from ligo.operators import grow_for_training
+from ligo.operators.learned import grow_with_operator
 from ligo.fileio import atomic_write_text
 from ligo.train.checkpoint import list_checkpoints, load_latest_valid
 from ligo.train.flops import training_flops_per_token
@@ -40,7 +42,8 @@ RUN_FILE = "run.json"
 # what a run writes besides checkpoints; --overwrite_output_dir removes exactly these
 OWN_OUTPUTS = ("tensorboard", "metrics.jsonl", RUN_FILE, "results.json", "config.json",
                "generation_config.json", "model.safetensors", "tokenizer.json",
-               "tokenizer_config.json", "special_tokens_map.json")
+               "tokenizer_config.json", "special_tokens_map.json", "ligo_operator.pt",
+               "ligo_operator.json")
 
 
 def prepare_output_dir(args: TrainingArguments, identity: dict, info) -> None:
@@ -94,10 +97,21 @@ def main(argv: list[str] | None = None) -> dict:
         distributed.shutdown(info)
 
 
-def pretrain(model_args: ModelArguments, data_args: DataArguments,
-             train_args: TrainingArguments, info: distributed.DistInfo,
-             growth: GrowthArguments | None = None) -> dict:
-    growth = growth or GrowthArguments()
+@dataclass
+class RunSetup:
+    """What every run on the large model's own loss shares: config, data, identity."""
+
+    config: object
+    family: Family
+    tokenizer: object
+    data: LMData
+    identity: dict
+
+
+def prepare_run(model_args: ModelArguments, data_args: DataArguments,
+                train_args: TrainingArguments, info: distributed.DistInfo,
+                tokenizer_path: str | None = None, extra_identity: dict | None = None) -> RunSetup:
+    """Arguments -> model config, corpus, tokenizer, output folder, token blocks."""
     if train_args.num_threads:
         torch.set_num_threads(train_args.num_threads)
     config = load_config(model_args.config_name or model_args.model_name_or_path)
@@ -106,55 +120,36 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
 
     corpus = resolve_corpus(data_args.train_files, data_args.documents, data_args.dataset_name,
                             data_args.dataset_config_name, data_args.text_column)
-    tokenizer_path = model_args.tokenizer_path
-    if not tokenizer_path and growth.source_model_path:  # a grown model keeps its tokenizer
-        tokenizer_path = growth.source_model_path
-    tok = obtain_tokenizer(tokenizer_path, corpus, family, config.vocab_size,
-                           data_args.cache_dir, info)
+    tok = obtain_tokenizer(model_args.tokenizer_path or tokenizer_path, corpus, family,
+                           config.vocab_size, data_args.cache_dir, info)
     ids = align_config_with_tokenizer(config, family, tok, data_args.block_size)
-    tok_vocab = tok.get_vocab_size(with_added_tokens=True)
-
     identity = {"model_config": config.to_diff_dict(), "corpus": corpus.key(),
-                "tokenizer_vocab": tok_vocab, "block_size": data_args.block_size,
-                "seed": train_args.seed, "global_batch_size": train_args.per_device_train_batch_size
-                * info.world_size * train_args.gradient_accumulation_steps}
+                "tokenizer_vocab": tok.get_vocab_size(with_added_tokens=True),
+                "block_size": data_args.block_size, "seed": train_args.seed,
+                "global_batch_size": train_args.per_device_train_batch_size
+                * info.world_size * train_args.gradient_accumulation_steps, **(extra_identity or {})}
     identity["model_config"].pop("transformers_version", None)
-    if growth.source_model_path:
-        identity["grown_from"] = {"source": str(Path(growth.source_model_path).resolve()),
-                                  **growth.operator_options()}
     prepare_output_dir(train_args, identity, info)
-
     data = build_lm_data(corpus, tok, ids, family, data_args, train_args.seed, info,
                          progress=not train_args.disable_tqdm)
-    train_blocks, valid_blocks = data.train, data.valid
+    return RunSetup(config, family, tok, data, identity)
 
-    torch.manual_seed(train_args.seed)  # identical initial weights on every rank
-    map_source_optimizer = None
-    if growth.source_model_path:
-        model, map_source_optimizer = grow_for_training(
-            growth.source_model_path, config, growth.reset_optimizer, **growth.operator_options())
-        model = model.to(info.device)
-        log.info("grew %s into %s (%s%s); AdamW %s", growth.source_model_path,
-                 model_args.config_name, growth.grow_scheme,
-                 f" + {growth.width_scheme}" if growth.width_scheme else "",
-                 "moments mapped from the source checkpoint" if map_source_optimizer
-                 else "starts from zero")
-    else:
-        model = build_model(config, family, model_args.model_name_or_path).to(info.device)
-    torch.manual_seed(train_args.seed + info.rank)  # different dropout masks per rank
-    loss_module = distributed.wrap_data_parallel(LanguageModelingLoss(model, family), info)
+
+def build_trainer(loss_module: torch.nn.Module, model: torch.nn.Module, setup: RunSetup,
+                  train_args: TrainingArguments, info: distributed.DistInfo,
+                  flops_per_token: float, map_optimizer_state=None) -> Trainer:
+    """AdamW over `model`'s trainable parameters, its schedule, and the loop; resumed from
+    the newest valid checkpoint with --should_continue."""
     optimizer = build_optimizer(model, train_args.learning_rate, train_args.weight_decay,
                                 (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_epsilon)
     scheduler = build_scheduler(optimizer, train_args.lr_scheduler_type, train_args.num_warmup_steps,
                                 train_args.max_steps, train_args.lr_end, train_args.poly_power)
-    if map_source_optimizer is not None:
-        optimizer.load_state_dict(map_source_optimizer(optimizer.state_dict()))
+    if map_optimizer_state is not None:
+        optimizer.load_state_dict(map_optimizer_state(optimizer.state_dict()))
     scaler = torch.amp.GradScaler(info.device.type, enabled=train_args.fp16)
-    flops_per_token = training_flops_per_token(config, data_args.block_size, data.head_fraction,
-                                               family.head_transform)
-    trainer = Trainer(loss_module, model, optimizer, scheduler, scaler, train_blocks, valid_blocks,
-                      data.collator, train_args, info, flops_per_token, identity,
-                      MetricsLogger(train_args.output_dir, info.is_main))
+    trainer = Trainer(loss_module, model, optimizer, scheduler, scaler, setup.data.train,
+                      setup.data.valid, setup.data.collator, train_args, info, flops_per_token,
+                      setup.identity, MetricsLogger(train_args.output_dir, info.is_main))
     if train_args.should_continue:
         found = load_latest_valid(Path(train_args.output_dir))
         if found:
@@ -163,27 +158,76 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
         else:
             log.info("--should_continue: no valid checkpoint in %s, starting fresh",
                      train_args.output_dir)
+    return trainer
+
+
+def run_results(trainer: Trainer, evaluation: dict, **extra) -> dict:
+    progress = trainer.progress
+    return {"step": progress.step, "tokens": progress.tokens, "flops": progress.flops,
+            "train_seconds": progress.seconds, "finished": progress.step >= trainer.args.max_steps,
+            **extra, **{f"eval_{k}": v for k, v in evaluation.items()}}
+
+
+def pretrain(model_args: ModelArguments, data_args: DataArguments,
+             train_args: TrainingArguments, info: distributed.DistInfo,
+             growth: GrowthArguments | None = None) -> dict:
+    growth = growth or GrowthArguments()
+    extra_identity = {}
+    if growth.grows:
+        source = growth.source_model_path and str(Path(growth.source_model_path).resolve())
+        extra_identity["grown_from"] = {"source": source, **growth.operator_options()}
+    # a grown model keeps its tokenizer (run_grow_distributed.py saves it with the operator)
+    setup = prepare_run(model_args, data_args, train_args, info,
+                        growth.source_model_path or growth.pretrained_ligo_path, extra_identity)
+    config, family, data = setup.config, setup.family, setup.data
+
+    torch.manual_seed(train_args.seed)  # identical initial weights on every rank
+    map_source_optimizer, growth_cost = None, {}
+    if growth.grow_scheme == "ligo":
+        model, growth_cost = grow_with_operator(growth.pretrained_ligo_path, config,
+                                                growth.source_model_path)
+        log.info("materialised the LiGO operator in %s into %s (its training: %.3g FLOPs, "
+                 "%.0fs); AdamW starts from zero", growth.pretrained_ligo_path,
+                 model_args.config_name, growth_cost.get("flops", 0.0), growth_cost.get("seconds", 0.0))
+    elif growth.source_model_path:
+        model, map_source_optimizer = grow_for_training(
+            growth.source_model_path, config, growth.reset_optimizer, **growth.operator_options())
+        log.info("grew %s into %s (%s%s); AdamW %s", growth.source_model_path,
+                 model_args.config_name, growth.grow_scheme,
+                 f" + {growth.width_scheme}" if growth.width_scheme else "",
+                 "moments mapped from the source checkpoint" if map_source_optimizer
+                 else "starts from zero")
+    else:
+        model = build_model(config, family, model_args.model_name_or_path)
+    model = model.to(info.device)
+    torch.manual_seed(train_args.seed + info.rank)  # different dropout masks per rank
+    loss_module = distributed.wrap_data_parallel(LanguageModelingLoss(model, family), info)
+    flops_per_token = training_flops_per_token(config, data_args.block_size, data.head_fraction,
+                                               family.head_transform)
+    trainer = build_trainer(loss_module, model, setup, train_args, info, flops_per_token,
+                            map_source_optimizer)
+    if trainer.progress.step == 0:  # the operator's training is part of this run's cost
+        trainer.progress.flops = float(growth_cost.get("flops", 0.0))
+        trainer.progress.seconds = float(growth_cost.get("seconds", 0.0))
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %.1fM parameters, %d train / %d valid blocks of %d tokens, global batch %d, "
-             "%.3g training FLOPs per token", family.name, n_params / 1e6, len(train_blocks),
-             len(valid_blocks), data_args.block_size, trainer.global_batch, flops_per_token)
+             "%.3g training FLOPs per token", family.name, n_params / 1e6, len(data.train),
+             len(data.valid), data_args.block_size, trainer.global_batch, flops_per_token)
 
     evaluation = trainer.fit() or trainer.evaluate()
-    finished = trainer.progress.step >= train_args.max_steps
-    results = {"step": trainer.progress.step, "tokens": trainer.progress.tokens,
-               "flops": trainer.progress.flops, "train_seconds": trainer.progress.seconds,
-               "parameters": n_params, "flops_per_token": flops_per_token, "finished": finished,
-               **{f"eval_{k}": v for k, v in evaluation.items()}}
+    results = run_results(trainer, evaluation, parameters=n_params, flops_per_token=flops_per_token,
+                          growth_flops=float(growth_cost.get("flops", 0.0)),
+                          growth_seconds=float(growth_cost.get("seconds", 0.0)))
     if info.is_main:
-        if finished:
+        if results["finished"]:
             model.save_pretrained(train_args.output_dir)
-            save_hf_tokenizer(tok, family, train_args.output_dir)
+            save_hf_tokenizer(setup.tokenizer, family, train_args.output_dir)
         atomic_write_text(Path(train_args.output_dir) / "results.json", json.dumps(results, indent=1))
         log.info("%s at step %d: eval loss %.4f (ppl %.1f), %.3g FLOPs, %.0fs of training; %s",
-                 "finished" if finished else "stopped", trainer.progress.step,
+                 "finished" if results["finished"] else "stopped", trainer.progress.step,
                  evaluation["loss"], evaluation["ppl"], trainer.progress.flops,
                  trainer.progress.seconds,
-                 f"model saved to {train_args.output_dir}" if finished
+                 f"model saved to {train_args.output_dir}" if results["finished"]
                  else "resume with --should_continue")
     trainer.metrics.close()
     return results

@@ -1,0 +1,110 @@
+"""Train a LiGO operator on the large model's own pretraining loss (run_grow_distributed.py).
+
+    python run_grow_distributed.py --config configs/bert_wiki.txt \
+        --config_name configs/bert-12L-768H.json --output_dir OP_DIR \
+        --source_model_path SMALL_DIR --tune_width --tune_depth \
+        --fuse_init_scheme stackbert_noisy rand --max_steps 100
+    torchrun --nproc_per_node 8 run_grow_distributed.py ...   # data parallel
+
+The loss is the large architecture's MLM or CLM loss, computed with the operator's output as
+the model's weights (torch.func.functional_call); only the operator's parameters learn.
+OP_DIR then holds ligo_operator.pt, ligo_operator.json (configs, options, training cost) and
+the source's tokenizer. Grow and pretrain with
+    run_lm_distributed.py ... --grow_scheme ligo --pretrained_ligo_path OP_DIR
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ligo import distributed
+from ligo.cli import run, setup_logging
+from ligo.config import (DataArguments, LiGOArguments, ModelArguments, TrainingArguments,
+                         parse_args)
+from ligo.data.tokenizer import save_hf_tokenizer
+from ligo.fileio import atomic_write_text
+from ligo.models import load_config, read_model_dir
+from ligo.operators.learned import (LiGO, LiGOLoss, check_ligo_growth, generation_flops,
+                                    save_operator)
+from ligo.pretrain import build_trainer, prepare_run, run_results
+from ligo.train.flops import training_flops_per_token
+
+log = logging.getLogger("ligo.grow_train")
+# the operator trains for ~100 steps: its warmup must be a part of them
+DEFAULT_WARMUP_RATIO = 0.1
+
+
+def cli(argv: list[str] | None = None) -> None:
+    run(main, argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, train_args, ligo_args = parse_args(
+        (ModelArguments, DataArguments, TrainingArguments, LiGOArguments), argv, description=__doc__)
+    info = distributed.init_distributed()
+    setup_logging(info.is_main)
+    try:
+        return train_operator(model_args, data_args, train_args, ligo_args, info)
+    finally:
+        distributed.shutdown(info)
+
+
+def train_operator(model_args: ModelArguments, data_args: DataArguments,
+                   train_args: TrainingArguments, ligo_args: LiGOArguments,
+                   info: distributed.DistInfo) -> dict:
+    if train_args.warmup_ratio is None:
+        train_args.warmup_ratio = DEFAULT_WARMUP_RATIO
+    options = ligo_args.options()
+    small_config, small_state = read_model_dir(ligo_args.source_model_path)
+    check_ligo_growth(small_config, load_config(model_args.config_name), options)  # before any work
+    source = str(Path(ligo_args.source_model_path).resolve())
+    setup = prepare_run(model_args, data_args, train_args, info, ligo_args.source_model_path,
+                        {"ligo": {"source": source, **asdict(options)}})
+
+    torch.manual_seed(train_args.seed)
+    operator = LiGO(small_state, small_config, setup.config, options).to(info.device)
+    loss_module = LiGOLoss(operator, info.device)
+    # every micro-batch generates the weights once (forward and backward: 3x)
+    micro_tokens = train_args.per_device_train_batch_size * data_args.block_size
+    flops_per_token = (training_flops_per_token(setup.config, data_args.block_size,
+                                                setup.data.head_fraction, setup.family.head_transform)
+                       + 3 * generation_flops(operator) / micro_tokens)
+    trainer = build_trainer(distributed.wrap_data_parallel(loss_module, info), operator, setup,
+                            train_args, info, flops_per_token)
+    trainable = sum(p.numel() for p in operator.parameters() if p.requires_grad)
+    log.info("LiGO %s -> %s: %.2fM trainable parameters (%s), init %s; %d train blocks, global "
+             "batch %d, %.3g FLOPs per token", ligo_args.source_model_path, model_args.config_name,
+             trainable / 1e6, ", ".join(k for k in ("width", "depth", "residual", "small_model")
+                                        if getattr(options, f"tune_{k}")),
+             " ".join(ligo_args.fuse_init_scheme), len(setup.data.train), trainer.global_batch,
+             flops_per_token)
+    initial = trainer.evaluate() if trainer.progress.step == 0 else {}
+    if initial:
+        log.info("large model at the operator's init: eval loss %.4f", initial["loss"])
+    evaluation = trainer.fit() or trainer.evaluate()
+    results = run_results(trainer, evaluation, operator_parameters=trainable,
+                          flops_per_token=flops_per_token, init_eval_loss=initial.get("loss"))
+    if info.is_main:
+        out = Path(train_args.output_dir)
+        if results["finished"]:
+            save_operator(operator, out, {"flops": trainer.progress.flops,
+                                          "seconds": trainer.progress.seconds,
+                                          "steps": trainer.progress.step,
+                                          "tokens": trainer.progress.tokens})
+            save_hf_tokenizer(setup.tokenizer, setup.family, out)
+        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+        log.info("operator %s at step %d: eval loss %.4f (at init %s); %s",
+                 "trained" if results["finished"] else "stopped", trainer.progress.step,
+                 evaluation["loss"], f"{initial['loss']:.4f}" if initial else "n/a",
+                 f"saved to {out}" if results["finished"] else "resume with --should_continue")
+    trainer.metrics.close()
+    return results
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

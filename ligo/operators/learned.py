@@ -1,0 +1,475 @@
+"""LiGO, the learned growth operator (Wang et al., ICLR 2023, "Learning to Grow Pretrained
+Models for Efficient Transformer Training").
+
+Every parameter of the large model is a differentiable function of the small model's:
+
+    large module m of layer l  =  E_out · ( sum_j  w[l, m, j] · W_small[m of layer j] ) · E_inᵀ
+
+Depth: `w` holds, for every target layer and every module in it (q, k, v, attention-out,
+FFN in/out, both LayerNorms), L1 mixing coefficients over the source layers, one vector for
+the weight and one for the bias. Width: `E` is a D2 x D1 expansion of one dimension, applied
+along every axis of that kind (rows and columns alike: large = B · W · Aᵀ). Two forms:
+"full" (the paper: the whole D2 x D1 matrix is learned, initialised [I; new]) and
+"structured" (the official code: the first D1 rows stay the identity, only the new
+(D2 - D1) x D1 rows are learned, computed as [W; new · W] without the identity matmul).
+
+Tying (default, as in the paper and its code): one expansion for the residual stream,
+shared by the embeddings, every LayerNorm, the residual side of every layer and the LM head;
+per layer, one for each of Q, K and V (attention-out reads V's) and one for the FFN inner
+side. Untied (`tie=False`): every module axis has its own. The vocabulary, position and
+token-type axes are never expanded; the tied output embedding stays the input embedding.
+
+The operator works on roles (ligo.roles), so BERT, RoBERTa and GPT-2 share this code.
+`init_from=(depth, width)` makes it start exactly where a fixed operator of ligo.operators
+ends: the difference between that operator's weights and LiGO's own initial weights is kept
+as a constant offset added to every generated weight (zero change at step 0, LiGO's
+gradients from there on).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ligo.families import LAYER_ROLES, ROLE_AXES, Family, family_of
+from ligo.models import ffn_size, load_config
+from ligo.roles import Roles, expected_shapes, from_roles, to_roles
+
+log = logging.getLogger(__name__)
+
+DEPTH_INITS = ("rand", "rand_softmax", "stackbert", "stackbert_noisy", "interlace", "interlace_noisy")
+WIDTH_INITS = ("rand", "rand_softmax", "sel", "sel_noisy")
+WIDTH_FORMS = ("structured", "full")
+EXPANDED_KINDS = ("hidden", "attention", "ffn")
+OPERATOR_FILE, DESCRIPTION_FILE = "ligo_operator.pt", "ligo_operator.json"
+LAYER_PARAMS = tuple(f"{module}.{kind}" for module in LAYER_ROLES for kind in ("weight", "bias"))
+
+
+@dataclass(frozen=True)
+class LiGOOptions:
+    tune_width: bool = True
+    tune_depth: bool = True
+    depth_init: str = "stackbert_noisy"
+    width_init: str = "rand"
+    init_noise: float = 0.03
+    width_form: str = "structured"
+    tie: bool = True
+    tune_residual: bool = False  # a learned additive residual on every generated weight
+    residual_noise: float = 0.01  # its init: uniform(-noise, noise)
+    tune_small_model: bool = False  # the small weights become trainable too
+    init_from: tuple[str, str | None] | None = None  # (depth, width) operator to start from
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.depth_init not in DEPTH_INITS:
+            raise ValueError(f"unknown LiGO depth init scheme {self.depth_init!r}; choose from "
+                             f"{', '.join(DEPTH_INITS)}")
+        if self.width_init not in WIDTH_INITS:
+            raise ValueError(f"unknown LiGO width init scheme {self.width_init!r}; choose from "
+                             f"{', '.join(WIDTH_INITS)}")
+        if self.width_form not in WIDTH_FORMS:
+            raise ValueError(f"unknown LiGO width form {self.width_form!r}; choose from "
+                             f"{', '.join(WIDTH_FORMS)}")
+        if self.init_from is not None:
+            object.__setattr__(self, "init_from", tuple(self.init_from))
+
+
+def _size(config, kind: str) -> int:
+    return {"hidden": config.hidden_size, "ffn": ffn_size(config),
+            "attention": config.hidden_size}[kind]
+
+
+SHAPE_FIELDS = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads",
+                "vocab_size", "max_position_embeddings", "type_vocab_size")
+
+
+def shape_signature(config) -> dict:
+    """What an operator depends on: every size that shapes a weight."""
+    return {**{name: getattr(config, name, None) for name in SHAPE_FIELDS}, "ffn": ffn_size(config)}
+
+
+def check_ligo_growth(small_config, large_config, options: LiGOOptions) -> None:
+    from ligo.operators import check_growth
+
+    check_growth(small_config, large_config)
+    for name in ("max_position_embeddings", "type_vocab_size"):
+        if getattr(small_config, name, None) != getattr(large_config, name, None):
+            raise ValueError(f"LiGO never expands {name}: source {getattr(small_config, name, None)}"
+                             f", target {getattr(large_config, name, None)}")
+    if options.tune_depth and small_config.num_hidden_layers == large_config.num_hidden_layers:
+        raise ValueError(f"--tune_depth: the depth does not change ({small_config.num_hidden_layers}"
+                         " layers in both): nothing to learn; drop --tune_depth")
+    if options.tune_width and all(_size(small_config, k) == _size(large_config, k)
+                                  for k in EXPANDED_KINDS):
+        raise ValueError(f"--tune_width: the width does not change (hidden "
+                         f"{small_config.hidden_size}, ffn {ffn_size(small_config)} in both): "
+                         "nothing to learn; drop --tune_width")
+    if not (options.tune_width or options.tune_depth or options.tune_residual
+            or options.tune_small_model):
+        raise ValueError("nothing to train: give --tune_width and/or --tune_depth")
+    for kind in EXPANDED_KINDS:
+        if _size(large_config, kind) < _size(small_config, kind):
+            raise ValueError(f"the target is smaller than the source: {kind} "
+                             f"{_size(small_config, kind)} -> {_size(large_config, kind)}")
+
+
+def _expansion_name(role: str, axis: int, layer: int | None, tie: bool) -> str:
+    """Which expansion acts on `axis` of `role` (in `layer`, None for model-wide roles)."""
+    kind = ROLE_AXES[role][axis]
+    module = role.rsplit(".", 1)[0] if role.endswith((".weight", ".bias")) else role
+    scope = "model" if layer is None else f"l{layer}"
+    if not tie:
+        is_input = len(ROLE_AXES[role]) == 2 and axis == 1 and not role.startswith("embed.")
+        return f"{scope}_{module.replace('.', '_')}_{'in' if is_input else 'out'}"
+    if kind == "hidden":
+        return "hidden"
+    if kind == "ffn":
+        return f"{scope}_ffn"
+    return f"{scope}_{'v' if module == 'attn_out' else module}"  # attention: Q, K or V's
+
+
+def _normalised(values: torch.Tensor, scheme: str) -> torch.Tensor:
+    return F.softmax(values, -1) if "softmax" in scheme else values / values.sum(-1, keepdim=True)
+
+
+def depth_init(scheme: str, target: int, source: int, noise: float,
+               generator: torch.Generator) -> torch.Tensor:
+    """(target, source) mixing coefficients, each row summing to one."""
+    if scheme in ("rand", "rand_softmax"):
+        return _normalised(torch.rand(target, source, generator=generator, dtype=torch.float64), scheme)
+    coeffs = torch.zeros(target, source, dtype=torch.float64)
+    if scheme.endswith("_noisy"):
+        coeffs.uniform_(0.0, noise, generator=generator)
+    # stackbert: layer l copies source l mod L1 (= `stack`); interlace: source floor(l L1 / L2)
+    # (= `interpolate`; the official code's l // 2 is this for L2 = 2 L1)
+    picks = [l % source if scheme.startswith("stackbert") else l * source // target
+             for l in range(target)]
+    coeffs[torch.arange(target), picks] = 1.0
+    return coeffs / coeffs.sum(-1, keepdim=True)
+
+
+def width_init(scheme: str, new: int, old: int, noise: float,
+               generator: torch.Generator) -> torch.Tensor:
+    """(new, old): how each new unit is made from the old ones."""
+    if scheme in ("rand", "rand_softmax"):
+        return _normalised(torch.rand(new, old, generator=generator, dtype=torch.float64), scheme)
+    rows = torch.zeros(new, old, dtype=torch.float64)
+    if scheme.endswith("_noisy"):
+        rows.uniform_(0.0, noise, generator=generator)
+    rows[torch.arange(new), torch.randint(0, old, (new,), generator=generator)] = 1.0
+    return rows
+
+
+def _apply(tensor: torch.Tensor, axis: int, expansion: torch.Tensor, structured: bool) -> torch.Tensor:
+    """Expand `axis` of `tensor` by a (D2, D1) matrix, or by the new rows of [I; new]."""
+    moved = tensor.movedim(axis, -1)
+    if structured:
+        moved = torch.cat([moved, moved @ expansion.t()], dim=-1)
+    else:
+        moved = moved @ expansion.t()
+    return moved.movedim(-1, axis)
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")  # module attribute names cannot hold dots
+
+
+class _Holder(nn.Module):
+    """A flat name -> tensor store, as parameters or as buffers."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], trainable: bool):
+        super().__init__()
+        for name, tensor in tensors.items():
+            if trainable:
+                self.register_parameter(_key(name), nn.Parameter(tensor))
+            else:
+                self.register_buffer(_key(name), tensor)
+
+    def get(self, name: str) -> torch.Tensor:
+        return getattr(self, _key(name))
+
+    def has(self, name: str) -> bool:
+        return hasattr(self, _key(name))
+
+
+class LiGO(nn.Module):
+    """`LiGO(small_state, small_config, large_config, options)()` -> the large model's state
+    dict (HF keys), differentiable in the operator's parameters."""
+
+    def __init__(self, small_state: dict[str, torch.Tensor], small_config, large_config,
+                 options: LiGOOptions = LiGOOptions(), _initialise: bool = True):
+        super().__init__()
+        check_ligo_growth(small_config, large_config, options)
+        self.family: Family = family_of(large_config)
+        self.small_config, self.large_config, self.options = small_config, large_config, options
+        roles = to_roles(small_state, self.family)
+        dtype = roles.layers[0]["q.weight"].dtype
+        self.source_layers, self.target_layers = small_config.num_hidden_layers, large_config.num_hidden_layers
+        self.model_roles = list(roles.model)
+        generator = torch.Generator().manual_seed(options.seed)
+
+        small = {**{f"model.{r}": t.detach().clone() for r, t in roles.model.items()},
+                 **{f"layers.{r}": torch.stack([layer[r] for layer in roles.layers]).detach()
+                    for r in LAYER_PARAMS}}
+        self.small = _Holder(small, options.tune_small_model)
+
+        # depth: (weight|bias, module, target layer, source layer)
+        depth = torch.stack([torch.stack([depth_init(options.depth_init, self.target_layers,
+                                                     self.source_layers, options.init_noise, generator)
+                                          for _ in LAYER_ROLES]) for _ in ("weight", "bias")])
+        self.depth = _Holder({"coefficients": depth.to(dtype)}, options.tune_depth)
+
+        # width: one (new rows or full) matrix per expansion name
+        expansions = {}
+        for scope, role_names in [(None, self.model_roles)] + [
+                (l, LAYER_PARAMS) for l in range(self.target_layers)]:
+            for role in role_names:
+                for axis, kind in enumerate(ROLE_AXES[role]):
+                    old, new = (_size(small_config, kind), _size(large_config, kind)) \
+                        if kind in EXPANDED_KINDS else (0, 0)
+                    name = _expansion_name(role, axis, scope, options.tie)
+                    if new == old or name in expansions:
+                        continue
+                    rows = width_init(options.width_init, new - old, old, options.init_noise, generator)
+                    if options.width_form == "full":
+                        rows = torch.cat([torch.eye(old, dtype=torch.float64), rows])
+                    expansions[name] = rows.to(dtype)
+        self.width = _Holder(expansions, options.tune_width)
+
+        self.residual = None
+        self.offset = None
+        if not _initialise:  # about to load a saved state: only the shapes matter
+            if options.tune_residual:
+                self.residual = _Holder(self._zeros_like_output(dtype), True)
+            if options.init_from:
+                self.offset = _Holder(self._zeros_like_output(dtype), False)
+            return
+        if options.tune_residual:
+            residual = {k: torch.empty_like(v).uniform_(-options.residual_noise, options.residual_noise,
+                                                        generator=generator)
+                        for k, v in self._zeros_like_output(dtype).items()}
+            self.residual = _Holder(residual, True)
+        if options.init_from:
+            self.offset = _Holder(self._init_offset(small_state), False)
+
+    # ---------------------------------------------------------------- generation
+    def _zeros_like_output(self, dtype) -> dict[str, torch.Tensor]:
+        shapes = expected_shapes(self.large_config, self.family)
+        return {k: torch.zeros(s, dtype=dtype) for k, s in shapes.items()
+                if k not in self.family.tied}
+
+    def _expand(self, role: str, tensor: torch.Tensor, layer: int | None) -> torch.Tensor:
+        structured = self.options.width_form == "structured"
+        for axis in range(tensor.ndim):
+            name = _expansion_name(role, axis, layer, self.options.tie)
+            if self.width.has(name):
+                tensor = _apply(tensor, axis, self.width.get(name), structured)
+        return tensor
+
+    def generate_roles(self) -> Roles:
+        model = {role: self._expand(role, self.small.get(f"model.{role}"), None)
+                 for role in self.model_roles}
+        coefficients = self.depth.get("coefficients")
+        layers = [{} for _ in range(self.target_layers)]
+        for m, module in enumerate(LAYER_ROLES):
+            for k, kind in enumerate(("weight", "bias")):
+                role = f"{module}.{kind}"
+                source = self.small.get(f"layers.{role}")  # (L1, ...)
+                mixed = torch.tensordot(coefficients[k, m], source, dims=1)  # (L2, ...)
+                for l in range(self.target_layers):
+                    layers[l][role] = self._expand(role, mixed[l], l)
+        return Roles(model, layers)
+
+    def forward(self) -> dict[str, torch.Tensor]:
+        state = from_roles(self.generate_roles(), self.family)
+        for extra in (self.residual, self.offset):
+            if extra is not None:
+                state = {k: v + extra.get(k) if extra.has(k) else v for k, v in state.items()}
+        for key, role in self.family.tied.items():  # tied copies stay one tensor
+            state[key] = state[self.family.keys[role].key]
+        return state
+
+    @torch.no_grad()
+    def _init_offset(self, small_state: dict) -> dict[str, torch.Tensor]:
+        from ligo.operators import grow_state
+
+        depth, width = (list(self.options.init_from) + [None])[:2]
+        fixed = grow_state(small_state, self.small_config, self.large_config, depth=depth,
+                           width=width, seed=self.options.seed)
+        own = self.forward()
+        return {k: fixed[k].to(v.dtype) - v for k, v in own.items() if k not in self.family.tied}
+
+
+# ---------------------------------------------------------------- the materialised model
+def materialise(operator: LiGO):
+    """An ordinary HF model holding the operator's current output (no graph, no operator)."""
+    with torch.no_grad():
+        state = {k: v.detach() for k, v in operator().items()}
+    dtype = next(iter(state.values())).dtype
+    with torch.random.fork_rng(devices=[]):  # its init is overwritten: keep the caller's RNG
+        model = operator.family.build_class()(operator.large_config).to(dtype)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def skeleton(config, device: torch.device | str = "cpu"):
+    """The large model's modules with parameters on the meta device: the operator supplies
+    every parameter at each call (torch.func.functional_call), so real weights would only
+    take memory. Buffers (position ids) stay real."""
+    family = family_of(config)
+    with torch.random.fork_rng(devices=[]):
+        model = family.build_class()(config)
+    buffers = {name: buffer.to(device) for name, buffer in model.named_buffers()}
+    model.to("meta")
+    for name, buffer in buffers.items():
+        owner, _, leaf = name.rpartition(".")
+        model.get_submodule(owner)._buffers[leaf] = buffer
+    return model
+
+
+class LiGOLoss(nn.Module):
+    """The large model's own pretraining loss as a function of the operator's parameters:
+    the training loop (and DDP) see this module, whose only parameters are LiGO's."""
+
+    def __init__(self, operator: LiGO, device: torch.device | str = "cpu"):
+        super().__init__()
+        from ligo.train.objective import LanguageModelingLoss
+
+        self.operator = operator
+        self.family = operator.family
+        # in a list: not a submodule, so neither DDP nor state_dict sees its meta parameters
+        self._target = [LanguageModelingLoss(skeleton(operator.large_config, device), self.family)]
+        self._eval_weights = None
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._target[0].train(mode)
+        self._eval_weights = None  # training changes the operator: generate afresh
+        return self
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The generated weights; in eval mode without gradients they are generated once and
+        reused for every evaluation batch until the module is put back in train mode."""
+        if self.training or torch.is_grad_enabled():
+            return self.operator()
+        if self._eval_weights is None:
+            self._eval_weights = self.operator()
+        return self._eval_weights
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.autocast(input_ids.device.type, enabled=False):  # weights in full precision
+            weights = self.weights()
+        params = {f"model.{key}": value for key, value in weights.items()}
+        head = self.family.head_attr + "."  # the loss module also holds the head as `head`
+        params.update({f"head.{key[len(head):]}": value for key, value in weights.items()
+                       if key.startswith(head)})
+        return torch.func.functional_call(self._target[0], params, (input_ids, labels))
+
+
+def generation_flops(operator: LiGO) -> float:
+    """FLOPs of one forward generation of the large weights (matmuls, counted by PyTorch)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        operator()
+    return float(counter.get_total_flops())
+
+
+# ---------------------------------------------------------------- saving and loading
+def _config_dict(config) -> dict:
+    values = config.to_diff_dict()
+    values.pop("transformers_version", None)
+    return values
+
+
+def save_operator(operator: LiGO, folder: str | Path, training: dict | None = None) -> Path:
+    """OP_DIR/ligo_operator.pt (the operator's state) and ligo_operator.json (source and
+    target configs, options, what training it cost), each written atomically."""
+    from ligo.fileio import atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor, tmp = tempfile.mkstemp(dir=folder, prefix=f".{OPERATOR_FILE}.", suffix=".tmp")
+    os.close(descriptor)
+    try:
+        torch.save(operator.state_dict(), tmp)
+        os.replace(tmp, folder / OPERATOR_FILE)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    description = {"family": operator.family.name,
+                   "source_config": _config_dict(operator.small_config),
+                   "target_config": _config_dict(operator.large_config),
+                   "options": asdict(operator.options), "training": training or {}}
+    atomic_write_text(folder / DESCRIPTION_FILE, json.dumps(description, indent=1))
+    return folder
+
+
+def read_description(folder: str | Path) -> dict:
+    folder = Path(folder)
+    for name in (OPERATOR_FILE, DESCRIPTION_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder} holds no LiGO operator ({name} missing): give the "
+                                    "--output_dir of run_grow_distributed.py")
+    try:
+        return json.loads((folder / DESCRIPTION_FILE).read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{folder / DESCRIPTION_FILE} is not valid JSON: {error}") from error
+
+
+def _check_same_shapes(saved: dict, config, what: str, folder: Path) -> None:
+    import transformers
+
+    saved_config = transformers.CONFIG_MAPPING[saved["model_type"]].from_dict(saved)
+    expected, given = shape_signature(saved_config), shape_signature(config)
+    changed = [f"{k} {expected[k]} (operator) vs {given[k]} (given)"
+               for k in expected if expected[k] != given[k]]
+    if changed:
+        raise ValueError(f"the LiGO operator in {folder} was trained for another {what} config: "
+                         + "; ".join(changed))
+
+
+def load_operator(folder: str | Path, source_config=None, target_config=None) -> LiGO:
+    """The operator saved in `folder`; refused if it was trained for other configs."""
+    import transformers
+
+    folder = Path(folder)
+    description = read_description(folder)
+    if source_config is not None:
+        _check_same_shapes(description["source_config"], source_config, "source", folder)
+    if target_config is not None:
+        _check_same_shapes(description["target_config"], target_config, "target", folder)
+    small_config, large_config = (
+        transformers.CONFIG_MAPPING[d["model_type"]].from_dict(d)
+        for d in (description["source_config"], description["target_config"]))
+    if target_config is not None:
+        large_config = target_config  # same shapes; the caller's dropout, ids etc. apply
+    try:
+        state = torch.load(folder / OPERATOR_FILE, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means unusable
+        raise ValueError(f"{folder / OPERATOR_FILE} cannot be loaded (corrupt?): {error}") from error
+    family = family_of(small_config)
+    dtype = next(iter(state.values())).dtype
+    shapes = expected_shapes(small_config, family)
+    placeholder = {k: torch.zeros(s, dtype=dtype) for k, s in shapes.items()}
+    options = LiGOOptions(**description["options"])
+    operator = LiGO(placeholder, small_config, large_config, options, _initialise=False)
+    try:
+        operator.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{folder / OPERATOR_FILE} does not match its description: {error}") from error
+    return operator
+
+
+def grow_with_operator(folder: str | Path, large_config, source_dir: str | Path | None = None):
+    """(materialised large model, the operator's training record) for a pretraining run."""
+    source_config = load_config(source_dir) if source_dir else None
+    operator = load_operator(folder, source_config, large_config)
+    return materialise(operator), read_description(folder).get("training", {})
