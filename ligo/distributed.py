@@ -52,7 +52,9 @@ def wrap_data_parallel(module: torch.nn.Module, info: DistInfo) -> torch.nn.Modu
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [info.local_rank] if info.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids)
+    # buffers here are constants (position ids; a LiGO operator's frozen small weights): DDP
+    # syncs them once at construction, re-broadcasting them before every forward is waste
+    return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
 
 
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -67,3 +67,23 @@ def run_argv(output_dir: Path, family: str, corpus: Path, cache: Path, *extra: s
             "--block_size", "64", "--per_device_train_batch_size", "8",
             "--per_device_eval_batch_size", "16", "--eval_max_batches", "4",
             "--bf16", "false", "--disable_tqdm", "--logging_steps", "5", *extra]
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, small_corpus, cache_dir):
+    """`small_run(family)`: that family's tiny model (2 layers, hidden 64) pretrained 300
+    steps on real text, once per session; the source of every growth test."""
+    from ligo.pretrain import main
+
+    runs = {}
+
+    def get(family: str = "bert") -> Path:
+        if family not in runs:
+            out = tmp_path_factory.mktemp(f"small_{family}") / "run"
+            main(run_argv(out, family, small_corpus, cache_dir, "--max_steps", "300",
+                          "--learning_rate", "1e-3", "--warmup_steps", "20", "--eval_steps", "300",
+                          "--documents", "line", "--ckpt_steps", "300"))
+            runs[family] = out
+        return runs[family]
+
+    return get

@@ -11,13 +11,9 @@ from tests.conftest import run_argv, write_config
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory, small_corpus, cache_dir):
+def small_run(small_run):
     """bert-tiny (2 layers, hidden 64) pretrained 300 steps on real text."""
-    out = tmp_path_factory.mktemp("small") / "run"
-    pretrain_main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "300",
-                           "--learning_rate", "1e-3", "--warmup_steps", "20", "--eval_steps", "300",
-                           "--documents", "line", "--ckpt_steps", "300"))
-    return out
+    return small_run("bert")
 
 
 def test_grow_model_cli_writes_a_loadable_function_preserving_checkpoint(tmp_path, small_run):

@@ -267,7 +267,9 @@ class LiGO(nn.Module):
 
     def _expand(self, role: str, tensor: torch.Tensor, layer: int | None) -> torch.Tensor:
         structured = self.options.width_form == "structured"
-        for axis in range(tensor.ndim):
+        for axis, kind in enumerate(ROLE_AXES[role]):
+            if kind not in EXPANDED_KINDS:  # vocabulary, positions, token types
+                continue
             name = _expansion_name(role, axis, layer, self.options.tie)
             if self.width.has(name):
                 tensor = _apply(tensor, axis, self.width.get(name), structured)
