@@ -10,7 +10,7 @@ STAMP := .venv/.ligo-installed
 endif
 QUICKSTART_DIR ?= out/quickstart
 
-.PHONY: setup quickstart test bench-throughput bench-tokenize clean
+.PHONY: setup quickstart test bench-throughput bench-tokenize bench-ligo-step clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ bench-throughput: setup
 
 bench-tokenize: setup
 	$(PY) bench/tokenize_speed.py
+
+bench-ligo-step: setup
+	$(PY) bench/ligo_step.py
 
 clean:
 	rm -rf .venv out *.egg-info .ligo-installed-active-env

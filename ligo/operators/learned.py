@@ -285,12 +285,17 @@ class LiGO(nn.Module):
                 role = f"{module}.{kind}"
                 source = self.small.get(f"layers.{role}")  # (L1, ...)
                 mixed = torch.tensordot(coefficients[k, m], source, dims=1)  # (L2, ...)
-                for l in range(self.target_layers):
-                    layers[l][role] = self._expand(role, mixed[l], l)
+                # unbind, not mixed[l]: one backward that stacks the layer gradients instead
+                # of one zero-filled (L2, ...) gradient per layer
+                for l, layer_tensor in enumerate(mixed.unbind(0)):
+                    layers[l][role] = self._expand(role, layer_tensor, l)
         return Roles(model, layers)
 
     def forward(self) -> dict[str, torch.Tensor]:
-        state = from_roles(self.generate_roles(), self.family)
+        dtype = self.depth.get("coefficients").dtype
+        # under autocast the matmuls give bf16/fp16: back to the operator's dtype, which the
+        # model's LayerNorms require on CPU (its linear layers re-cast to bf16 themselves)
+        state = {k: v.to(dtype) for k, v in from_roles(self.generate_roles(), self.family).items()}
         for extra in (self.residual, self.offset):
             if extra is not None:
                 state = {k: v + extra.get(k) if extra.has(k) else v for k, v in state.items()}
@@ -366,8 +371,10 @@ class LiGOLoss(nn.Module):
         return self._eval_weights
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.autocast(input_ids.device.type, enabled=False):  # weights in full precision
-            weights = self.weights()
+        # under the caller's autocast the generation's matmuls run in bf16/fp16 too (3x faster
+        # on CPU, measured): the large model's linear layers would cast the weights anyway;
+        # `materialise` generates the final weights in full precision
+        weights = self.weights()
         params = {f"model.{key}": value for key, value in weights.items()}
         head = self.family.head_attr + "."  # the loss module also holds the head as `head`
         params.update({f"head.{key[len(head):]}": value for key, value in weights.items()
