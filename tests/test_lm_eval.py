@@ -121,7 +121,7 @@ def test_main_end_to_end(family, tmp_path, shared_data):
         main([str(tmp_path / "model")])
 
 
-@pytest.mark.parametrize("module", ["ligo.lm_eval", "ligo.glue", "ligo.grow_model"])
+@pytest.mark.parametrize("module", ["ligo.lm_eval", "ligo.glue", "ligo.grow_model", "ligo.grow_train"])
 def test_every_command_reports_bad_input_in_one_line(module, tmp_path):
     import os
     import subprocess
@@ -132,7 +132,10 @@ def test_every_command_reports_bad_input_in_one_line(module, tmp_path):
     argv = {"ligo.lm_eval": [str(tmp_path / "missing"), "--eval_files", "x.txt"],
             "ligo.glue": [str(tmp_path / "missing"), "--output_dir", str(tmp_path / "o")],
             "ligo.grow_model": [str(tmp_path / "missing"), "--config_name", "c.json",
-                                "--output_dir", str(tmp_path / "o")]}[module]
+                                "--output_dir", str(tmp_path / "o")],
+            "ligo.grow_train": ["--config_name", "configs/bert-12L-768H.json", "--output_dir",
+                                str(tmp_path / "o"), "--source_model_path", str(tmp_path / "missing")],
+            }[module]
     done = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True,
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 1, done.stderr
