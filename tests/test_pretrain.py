@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from ligo.pretrain import main
-from tests.conftest import REPO, run_argv, write_config
+from tests.conftest import GPT2_BPE, REPO, run_argv, write_config
 
 
 def eval_losses(output_dir):
@@ -164,7 +164,7 @@ def test_bad_data_and_paths_are_named(tmp_path, small_corpus, cache_dir):
 
 def test_wrong_tokenizer_for_the_model(tmp_path, small_corpus, cache_dir):
     argv = run_argv(tmp_path / "out", "bert", small_corpus, cache_dir, "--max_steps", "1")
-    argv[argv.index("--tokenizer_path") + 1] = str(REPO.parent / "shared/data/vocab/gpt2")
+    argv[argv.index("--tokenizer_path") + 1] = str(GPT2_BPE)
     with pytest.raises(ValueError, match="not a bert tokenizer"):
         main(argv)
 
