@@ -29,3 +29,18 @@ def run(main, argv: list[str] | None = None):
         if os.environ.get("LIGO_DEBUG"):
             raise
         sys.exit(f"error: {error}")
+
+
+def run_distributed(body, groups: tuple, argv: list[str] | None, description: str):
+    """Parse the argument groups, join the process group (torchrun) and run
+    `body(*arguments, info)`, leaving the process group however it ends."""
+    from ligo import distributed
+    from ligo.config import parse_args
+
+    arguments = parse_args(groups, argv, description=description)
+    info = distributed.init_distributed()
+    setup_logging(info.is_main)
+    try:
+        return body(*arguments, info)
+    finally:
+        distributed.shutdown(info)

@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 
 from ligo import distributed
-from ligo.cli import run, setup_logging
-from ligo.config import (DataArguments, LiGOArguments, ModelArguments, TrainingArguments,
-                         parse_args)
+from ligo.cli import run, run_distributed
+from ligo.config import DataArguments, LiGOArguments, ModelArguments, TrainingArguments
 from ligo.data.tokenizer import save_hf_tokenizer
 from ligo.fileio import atomic_write_text
 from ligo.models import load_config, read_model_dir
@@ -44,14 +43,8 @@ def cli(argv: list[str] | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, train_args, ligo_args = parse_args(
-        (ModelArguments, DataArguments, TrainingArguments, LiGOArguments), argv, description=__doc__)
-    info = distributed.init_distributed()
-    setup_logging(info.is_main)
-    try:
-        return train_operator(model_args, data_args, train_args, ligo_args, info)
-    finally:
-        distributed.shutdown(info)
+    return run_distributed(train_operator, (ModelArguments, DataArguments, TrainingArguments,
+                                            LiGOArguments), argv, __doc__)
 
 
 def train_operator(model_args: ModelArguments, data_args: DataArguments,

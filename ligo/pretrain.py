@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from ligo import distributed
-from ligo.cli import run, setup_logging
-from ligo.config import DataArguments, GrowthArguments, ModelArguments, TrainingArguments, parse_args
+from ligo.cli import run, run_distributed
+from ligo.config import DataArguments, GrowthArguments, ModelArguments, TrainingArguments
 from ligo.data.corpus import resolve_corpus
 from ligo.data.pipeline import LMData, align_config_with_tokenizer, build_lm_data, obtain_tokenizer
 from ligo.data.tokenizer import save_hf_tokenizer
@@ -86,15 +86,8 @@ def cli(argv: list[str] | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, train_args, growth = parse_args(
-        (ModelArguments, DataArguments, TrainingArguments, GrowthArguments), argv,
-        description=__doc__)
-    info = distributed.init_distributed()
-    setup_logging(info.is_main)
-    try:
-        return pretrain(model_args, data_args, train_args, info, growth)
-    finally:
-        distributed.shutdown(info)
+    return run_distributed(pretrain, (ModelArguments, DataArguments, TrainingArguments,
+                                      GrowthArguments), argv, __doc__)
 
 
 @dataclass
@@ -169,9 +162,8 @@ def run_results(trainer: Trainer, evaluation: dict, **extra) -> dict:
 
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments,
-             train_args: TrainingArguments, info: distributed.DistInfo,
-             growth: GrowthArguments | None = None) -> dict:
-    growth = growth or GrowthArguments()
+             train_args: TrainingArguments, growth: GrowthArguments,
+             info: distributed.DistInfo) -> dict:
     extra_identity = {}
     if growth.grows:
         source = growth.source_model_path and str(Path(growth.source_model_path).resolve())

@@ -139,32 +139,35 @@ def _normalised(values: torch.Tensor, scheme: str) -> torch.Tensor:
     return F.softmax(values, -1) if "softmax" in scheme else values / values.sum(-1, keepdim=True)
 
 
+def _coefficients(scheme: str, rows: int, cols: int, noise: float, generator: torch.Generator,
+                  picks) -> torch.Tensor:
+    """(rows, cols): random rows normalised (rand, rand_softmax), or one-hot at `picks()`
+    plus uniform(0, noise) where the scheme is *_noisy."""
+    if scheme in ("rand", "rand_softmax"):
+        return _normalised(torch.rand(rows, cols, generator=generator, dtype=torch.float64), scheme)
+    values = torch.zeros(rows, cols, dtype=torch.float64)
+    if scheme.endswith("_noisy"):
+        values.uniform_(0.0, noise, generator=generator)
+    values[torch.arange(rows), picks()] = 1.0
+    return values
+
+
 def depth_init(scheme: str, target: int, source: int, noise: float,
                generator: torch.Generator) -> torch.Tensor:
     """(target, source) mixing coefficients, each row summing to one."""
-    if scheme in ("rand", "rand_softmax"):
-        return _normalised(torch.rand(target, source, generator=generator, dtype=torch.float64), scheme)
-    coeffs = torch.zeros(target, source, dtype=torch.float64)
-    if scheme.endswith("_noisy"):
-        coeffs.uniform_(0.0, noise, generator=generator)
     # stackbert: layer l copies source l mod L1 (= `stack`); interlace: source floor(l L1 / L2)
     # (= `interpolate`; the official code's l // 2 is this for L2 = 2 L1)
     picks = [l % source if scheme.startswith("stackbert") else l * source // target
              for l in range(target)]
-    coeffs[torch.arange(target), picks] = 1.0
+    coeffs = _coefficients(scheme, target, source, noise, generator, lambda: picks)
     return coeffs / coeffs.sum(-1, keepdim=True)
 
 
 def width_init(scheme: str, new: int, old: int, noise: float,
                generator: torch.Generator) -> torch.Tensor:
-    """(new, old): how each new unit is made from the old ones."""
-    if scheme in ("rand", "rand_softmax"):
-        return _normalised(torch.rand(new, old, generator=generator, dtype=torch.float64), scheme)
-    rows = torch.zeros(new, old, dtype=torch.float64)
-    if scheme.endswith("_noisy"):
-        rows.uniform_(0.0, noise, generator=generator)
-    rows[torch.arange(new), torch.randint(0, old, (new,), generator=generator)] = 1.0
-    return rows
+    """(new, old): how each new unit is made from the old ones (sel: a random old unit)."""
+    return _coefficients(scheme, new, old, noise, generator,
+                         lambda: torch.randint(0, old, (new,), generator=generator))
 
 
 def _apply(tensor: torch.Tensor, axis: int, expansion: torch.Tensor, structured: bool) -> torch.Tensor:
