@@ -97,7 +97,9 @@ class TrainingArguments:
     per_device_train_batch_size: int = 32
     per_device_eval_batch_size: int = 64
     gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
+    learning_rate: str = field(default="1e-4", metadata={
+        "aliases": ["--lr"], "help": "peak learning rate, or auto: staged training's "
+                                     "LR(N) = 0.003239 - 0.0001395 log(N), N = non-embedding parameters"})
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98
@@ -129,6 +131,12 @@ class TrainingArguments:
     def __post_init__(self):
         if not self.output_dir:
             raise ValueError("--output_dir is required")
+        if str(self.learning_rate) != "auto":
+            try:
+                self.learning_rate = float(self.learning_rate)
+            except ValueError:
+                raise ValueError(f"--learning_rate must be a number or auto, not "
+                                 f"{self.learning_rate!r}") from None
         if self.bf16 and self.fp16:
             raise ValueError("choose one of --bf16 and --fp16, not both")
         if self.lr_scheduler_type not in ("linear", "cosine", "poly", "constant"):
@@ -209,6 +217,115 @@ class GrowthArguments:
 
 
 @dataclass
+class ScheduleArguments:
+    """Growth inside one run (ligo.schedule). Lists accept commas: --stages 3,6,12."""
+
+    stages: list[str] | None = field(default=None, metadata={
+        "help": "progressive stacking: layers per stage, e.g. 3,6,12"})
+    stage_steps: list[str] | None = field(default=None, metadata={
+        "help": "optimizer steps per stage, e.g. 20000,20000,60000"})
+    stage_epochs: list[str] | None = field(default=None, metadata={
+        "help": "or epochs per stage, e.g. 1,1,3"})
+    stage_operator: str = field(default="stack", metadata={
+        "help": "depth operator between stages: stack, interpolate or ligo"})
+    stage_ligo_steps: int = field(default=100, metadata={
+        "help": "--stage_operator ligo: operator training steps at each transition"})
+    stage_ligo_learning_rate: float = 1e-3
+    insert_patches: list[str] | None = field(default=None, metadata={
+        "help": "progressive layer insertion: FRACTION:INDEX,... e.g. 0.1:1,0.2:1,0.3:2 "
+                "(at 10%% of training insert a layer at index 1, ...); init from "
+                "--insert_init / --insert_noise_std"})
+    initial_num_layers: int | None = None
+    double_at: list[str] | None = field(default=None, metadata={
+        "help": "staged training: STEP:depth|width|both,... doubling events"})
+    restart_steps: list[str] | None = field(default=None, metadata={
+        "help": "for each --double_at event, the LR-schedule step to restart from "
+                "(default: the event's own step)"})
+    restart_warmup_steps: int = field(default=0, metadata={
+        "help": "re-warm the LR over this many steps after each staged-training growth"})
+    reset_lr_scheduler: bool = field(default=False, metadata={
+        "help": "after each staged-training growth, start the schedule over on the remaining steps"})
+    grow_when: str | None = field(default=None, metadata={
+        "help": "slope: grow automatically (staged training's optimal schedule)"})
+    auto_growth: list[str] = field(default_factory=lambda: ["depth", "width"], metadata={
+        "help": "--grow_when slope: the growths, in order (depth, width, both)"})
+    slope_window: float = 0.5
+    slope_smoothing: float = 0.9
+
+    def __post_init__(self):
+        self.stages = _numbers(self.stages, int, "stages")
+        self.stage_steps = _numbers(self.stage_steps, int, "stage_steps")
+        self.stage_epochs = _numbers(self.stage_epochs, float, "stage_epochs")
+        self.restart_steps = _numbers(self.restart_steps, int, "restart_steps")
+        self.auto_growth = [t for item in self.auto_growth for t in item.split(",") if t]
+        mechanisms = [name for name in ("stages", "insert_patches", "double_at", "grow_when")
+                      if getattr(self, name)]
+        if len(mechanisms) > 1:
+            raise ValueError(f"choose one growth schedule, not {', '.join('--' + m for m in mechanisms)}")
+        if self.stages:
+            if any(b <= a for a, b in zip(self.stages, self.stages[1:])) or self.stages[0] < 1:
+                raise ValueError(f"--stages must be increasing layer counts, not {self.stages}")
+            budgets = self.stage_steps or self.stage_epochs
+            if bool(self.stage_steps) == bool(self.stage_epochs):
+                raise ValueError("--stages needs exactly one of --stage_steps and --stage_epochs")
+            if len(budgets) != len(self.stages):
+                raise ValueError(f"--stages has {len(self.stages)} stages but "
+                                 f"--stage_{'steps' if self.stage_steps else 'epochs'} has "
+                                 f"{len(budgets)} values")
+            if any(b <= 0 for b in budgets):
+                raise ValueError(f"stage budgets must be positive, not {budgets}")
+            if self.stage_operator not in ("stack", "interpolate", "ligo"):
+                raise ValueError(f"--stage_operator must be stack, interpolate or ligo, not "
+                                 f"{self.stage_operator!r}")
+        if self.insert_patches:
+            patches = []
+            for item in (t for raw in self.insert_patches for t in raw.split(",") if t):
+                try:
+                    fraction, index = item.split(":")
+                    patches.append((float(fraction), int(index)))
+                except ValueError:
+                    raise ValueError(f"--insert_patches: {item!r} is not FRACTION:INDEX") from None
+            fractions = [f for f, _ in patches]
+            if any(not 0 < f < 1 for f in fractions):
+                raise ValueError(f"--insert_patches fractions must lie in (0, 1): {fractions}")
+            if any(b <= a for a, b in zip(fractions, fractions[1:])):
+                raise ValueError(f"--insert_patches fractions must increase: {fractions}")
+            if any(i < 0 for _, i in patches):
+                raise ValueError("--insert_patches indices must be >= 0")
+            self.insert_patches = patches
+        if self.double_at:
+            events = []
+            for item in (t for raw in self.double_at for t in raw.split(",") if t):
+                step, _, what = item.partition(":")
+                if what not in ("depth", "width", "both") or not step.isdigit():
+                    raise ValueError(f"--double_at: {item!r} is not STEP:depth|width|both")
+                events.append((int(step), what))
+            if any(b[0] <= a[0] for a, b in zip(events, events[1:])) or events[0][0] < 1:
+                raise ValueError(f"--double_at steps must be positive and increase: {events}")
+            if self.restart_steps and len(self.restart_steps) != len(events):
+                raise ValueError(f"--restart_steps has {len(self.restart_steps)} values for "
+                                 f"{len(events)} --double_at events")
+            self.double_at = events
+        if self.grow_when not in (None, "slope"):
+            raise ValueError(f"--grow_when must be slope, not {self.grow_when!r}")
+        if any(t not in ("depth", "width", "both") for t in self.auto_growth):
+            raise ValueError(f"--auto_growth takes depth, width or both: {self.auto_growth}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.stages or self.insert_patches or self.double_at or self.grow_when)
+
+
+def _numbers(values, kind, name):
+    if not values:
+        return None
+    try:
+        return [kind(t) for raw in values for t in str(raw).split(",") if t]
+    except ValueError:
+        raise ValueError(f"--{name} takes numbers (e.g. 3,6,12), not {' '.join(values)}") from None
+
+
+@dataclass
 class LiGOArguments:
     """run_grow_distributed.py: which small model, what to learn, how to initialise."""
 
@@ -281,7 +398,7 @@ def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
         else:
             base = next((a for a in args if a is not type(None)), kind) if args else kind
             options["type"] = base
-        group.add_argument("--" + f.name, **options)
+        group.add_argument("--" + f.name, *f.metadata.get("aliases", []), **options)
 
 
 def parse_args(groups: tuple, argv: list[str] | None = None, description: str = ""):

@@ -21,7 +21,8 @@ import torch
 
 from ligo import distributed
 from ligo.cli import run, run_distributed
-from ligo.config import DataArguments, GrowthArguments, ModelArguments, TrainingArguments
+from ligo.config import (DataArguments, GrowthArguments, ModelArguments, ScheduleArguments,
+                         TrainingArguments)
 from ligo.data.corpus import resolve_corpus
 from ligo.data.pipeline import LMData, align_config_with_tokenizer, build_lm_data, obtain_tokenizer
 from ligo.data.tokenizer import save_hf_tokenizer
@@ -29,6 +30,8 @@ from ligo.families import Family, family_of
 from ligo.models import build_model, check_block_size, load_config
 from ligo.operators import grow_for_training
 from ligo.operators.learned import grow_with_operator
+from ligo.schedule import (GrowthSchedule, LRSchedule, SlopeRule, auto_learning_rate, final_config,
+                           non_embedding_parameters, plan_events, position_scheduler)
 from ligo.fileio import atomic_write_text
 from ligo.train.checkpoint import list_checkpoints, load_latest_valid
 from ligo.train.flops import training_flops_per_token
@@ -87,7 +90,7 @@ def cli(argv: list[str] | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     return run_distributed(pretrain, (ModelArguments, DataArguments, TrainingArguments,
-                                      GrowthArguments), argv, __doc__)
+                                      GrowthArguments, ScheduleArguments), argv, __doc__)
 
 
 @dataclass
@@ -128,21 +131,34 @@ def prepare_run(model_args: ModelArguments, data_args: DataArguments,
     return RunSetup(config, family, tok, data, identity)
 
 
+def optimizer_builder(train_args: TrainingArguments):
+    """model (, lr) -> AdamW with the run's settings."""
+    def make(model: torch.nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
+        return build_optimizer(model, lr or train_args.learning_rate, train_args.weight_decay,
+                               (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_epsilon)
+    return make
+
+
 def build_trainer(loss_module: torch.nn.Module, model: torch.nn.Module, setup: RunSetup,
                   train_args: TrainingArguments, info: distributed.DistInfo,
-                  flops_per_token: float, map_optimizer_state=None) -> Trainer:
+                  flops_per_token: float, map_optimizer_state=None, growth=None) -> Trainer:
     """AdamW over `model`'s trainable parameters, its schedule, and the loop; resumed from
-    the newest valid checkpoint with --should_continue."""
-    optimizer = build_optimizer(model, train_args.learning_rate, train_args.weight_decay,
-                                (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_epsilon)
-    scheduler = build_scheduler(optimizer, train_args.lr_scheduler_type, train_args.num_warmup_steps,
-                                train_args.max_steps, train_args.lr_end, train_args.poly_power)
+    the newest valid checkpoint with --should_continue. With a growth schedule
+    (ligo.schedule.GrowthSchedule) the LR follows its piecewise schedule."""
+    optimizer = optimizer_builder(train_args)(model)
+    if growth is not None:
+        scheduler = position_scheduler(optimizer, growth.lr, 0)
+    else:
+        scheduler = build_scheduler(optimizer, train_args.lr_scheduler_type,
+                                    train_args.num_warmup_steps, train_args.max_steps,
+                                    train_args.lr_end, train_args.poly_power)
     if map_optimizer_state is not None:
         optimizer.load_state_dict(map_optimizer_state(optimizer.state_dict()))
     scaler = torch.amp.GradScaler(info.device.type, enabled=train_args.fp16)
     trainer = Trainer(loss_module, model, optimizer, scheduler, scaler, setup.data.train,
                       setup.data.valid, setup.data.collator, train_args, info, flops_per_token,
-                      setup.identity, MetricsLogger(train_args.output_dir, info.is_main))
+                      setup.identity, MetricsLogger(train_args.output_dir, info.is_main),
+                      growth=growth)
     if train_args.should_continue:
         found = load_latest_valid(Path(train_args.output_dir))
         if found:
@@ -163,8 +179,14 @@ def run_results(trainer: Trainer, evaluation: dict, **extra) -> dict:
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments,
              train_args: TrainingArguments, growth: GrowthArguments,
-             info: distributed.DistInfo) -> dict:
+             schedule: ScheduleArguments, info: distributed.DistInfo) -> dict:
     extra_identity = {}
+    if schedule.active:
+        if growth.grows:
+            raise ValueError("a growth schedule (--stages, --insert_patches, --double_at, "
+                             "--grow_when) starts from --config_name; it cannot be combined "
+                             "with --source_model_path or --pretrained_ligo_path")
+        extra_identity["schedule"] = {k: v for k, v in vars(schedule).items() if v}
     if growth.grows:
         source = growth.source_model_path and str(Path(growth.source_model_path).resolve())
         extra_identity["grown_from"] = {"source": source, **growth.operator_options()}
@@ -172,6 +194,27 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
     setup = prepare_run(model_args, data_args, train_args, info,
                         growth.source_model_path or growth.pretrained_ligo_path, extra_identity)
     config, family, data = setup.config, setup.family, setup.data
+
+    events, lr_schedule = [], None
+    if schedule.active:  # the first model and the events that grow it
+        steps_per_epoch = max(1, len(data.train) // (train_args.per_device_train_batch_size
+                                                     * info.world_size
+                                                     * train_args.gradient_accumulation_steps))
+        config, events, train_args.max_steps, first_total = plan_events(
+            schedule, growth, config, train_args.max_steps, steps_per_epoch)
+        log.info("growth schedule: start with %d layers, hidden %d; %d planned events%s; %d steps",
+                 config.num_hidden_layers, config.hidden_size, len(events),
+                 " + automatic (slope rule)" if schedule.grow_when else "", train_args.max_steps)
+    if train_args.learning_rate == "auto":
+        largest = final_config(config, events, schedule.auto_growth if schedule.grow_when else None)
+        n = non_embedding_parameters(largest)
+        train_args.learning_rate = auto_learning_rate(n)
+        log.info("--learning_rate auto: %.3g for N = %.3gM non-embedding parameters",
+                 train_args.learning_rate, n / 1e6)
+    if schedule.active:
+        lr_schedule = LRSchedule(train_args.lr_scheduler_type, first_total or train_args.max_steps,
+                                 train_args.warmup_steps, train_args.warmup_ratio or 0.0,
+                                 train_args.lr_end / train_args.learning_rate, train_args.poly_power)
 
     torch.manual_seed(train_args.seed)  # identical initial weights on every rank
     map_source_optimizer, growth_cost = None, {}
@@ -193,11 +236,28 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
         model = build_model(config, family, model_args.model_name_or_path)
     model = model.to(info.device)
     torch.manual_seed(train_args.seed + info.rank)  # different dropout masks per rank
-    loss_module = distributed.wrap_data_parallel(LanguageModelingLoss(model, family), info)
-    flops_per_token = training_flops_per_token(config, data_args.block_size, data.head_fraction,
-                                               family.head_transform)
-    trainer = build_trainer(loss_module, model, setup, train_args, info, flops_per_token,
-                            map_source_optimizer)
+    def wrap(module):
+        return distributed.wrap_data_parallel(module, info)
+
+    def make_loss(grown):
+        return wrap(LanguageModelingLoss(grown, family))
+
+    def flops(model_config):
+        return training_flops_per_token(model_config, data_args.block_size, data.head_fraction,
+                                        family.head_transform)
+
+    schedule_runtime = None
+    if lr_schedule is not None:
+        rule = SlopeRule(schedule.auto_growth, schedule.slope_smoothing, schedule.slope_window) \
+            if schedule.grow_when else None
+        schedule_runtime = GrowthSchedule(events, lr_schedule, make_loss,
+                                          optimizer_builder(train_args), flops, wrap,
+                                          growth.growth_seed, rule, schedule,
+                                          schedule.stage_ligo_learning_rate, growth.reset_optimizer)
+    flops_per_token = flops(config)
+    trainer = build_trainer(make_loss(model), model, setup, train_args, info, flops_per_token,
+                            map_source_optimizer, schedule_runtime)
+    model = trainer.model  # a resumed schedule may have rebuilt it at a later stage
     if trainer.progress.step == 0:  # the operator's training is part of this run's cost
         trainer.progress.flops = float(growth_cost.get("flops", 0.0))
         trainer.progress.seconds = float(growth_cost.get("seconds", 0.0))
@@ -207,7 +267,12 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
              len(data.valid), data_args.block_size, trainer.global_batch, flops_per_token)
 
     evaluation = trainer.fit() or trainer.evaluate()
-    results = run_results(trainer, evaluation, parameters=n_params, flops_per_token=flops_per_token,
+    model, n_params = trainer.model, sum(p.numel() for p in trainer.model.parameters())
+    if schedule_runtime is not None:
+        growth_cost["events"] = schedule_runtime.fired
+    results = run_results(trainer, evaluation, parameters=n_params,
+                          flops_per_token=trainer.flops_per_token,
+                          growth_events=growth_cost.get("events", []),
                           growth_flops=float(growth_cost.get("flops", 0.0)),
                           growth_seconds=float(growth_cost.get("seconds", 0.0)))
     if info.is_main:

@@ -69,6 +69,7 @@ class Trainer:
     run_identity: dict
     metrics: MetricsLogger
     progress: Progress = field(default_factory=Progress)
+    growth: object | None = None  # a ligo.schedule.GrowthSchedule: growth events mid-run
 
     def __post_init__(self):
         args, info = self.args, self.info
@@ -122,13 +123,14 @@ class Trainer:
                     out = self.loss_module(batch["input_ids"], batch["labels"])
                 self.scaler.scale(out["loss_sum"] * scale.to(out["loss_sum"].dtype)).backward()
             loss_sum += out["loss_sum"].detach().double()
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        return {"loss_sum": loss_sum, "label_tokens": global_tokens, "grad_norm": grad_norm}
+        return {"loss_sum": loss_sum, "label_tokens": global_tokens, "grad_norm": grad_norm, "lr": lr}
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -150,7 +152,9 @@ class Trainer:
         if self.info.enabled:
             all_rng = [None] * self.info.world_size
             torch.distributed.all_gather_object(all_rng, rng)
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        growth = {} if self.growth is None else {
+            "growth": self.growth.state(), "model_config": self.model.config.to_dict()}
+        return {**growth, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": all_rng,
                 "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
@@ -161,6 +165,9 @@ class Trainer:
                                   "global_batch": self.global_batch, "seed": self.args.seed}}
 
     def load_state(self, state: dict) -> None:
+        if self.growth is not None and "growth" in state:  # the architecture of that step
+            self.growth.restore(self, state["growth"], state["model_config"],
+                                state["progress"]["step"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -207,27 +214,38 @@ class Trainer:
             interval["steps"] += 1
             bar.update(1)
             step = self.progress.step
+            logged = None
             if step % args.logging_steps == 0 or step == args.max_steps:
                 totals = distributed.all_reduce_sum(  # on the device: nccl has no CPU tensors
                     torch.tensor([interval["loss_sum"]], dtype=torch.float64, device=info.device), info)
                 values = {"loss": totals.item() / max(interval["label_tokens"], 1),
-                          "lr": self.scheduler.get_last_lr()[0],
+                          "lr": out["lr"],  # used by the step just logged
                           "grad_norm": float(out["grad_norm"]),
                           "tokens_per_s": interval["steps"] * tokens_per_step / interval["seconds"],
                           "tokens": self.progress.tokens, "flops": self.progress.flops,
                           "seconds": self.progress.seconds, "epoch": self.order.epoch(step)}
-                self.metrics.log("train", values, step, self.progress.tokens, self.progress.flops)
+                self.metrics.log("train", values, step, self.progress.tokens, self.progress.flops,
+                                 self.progress.seconds)
                 bar.set_postfix(loss=f"{values['loss']:.3f}")
                 if info.is_main:
                     bar.write(format_line(step, args.max_steps, values))
                 interval = dict.fromkeys(interval, 0.0)
+                logged = values
             if step % args.eval_steps == 0 or step == args.max_steps:
                 last_eval = self.evaluate()
-                self.metrics.log("eval", last_eval, step, self.progress.tokens, self.progress.flops)
+                self.metrics.log("eval", last_eval, step, self.progress.tokens, self.progress.flops,
+                                 self.progress.seconds)
                 if info.is_main:
                     bar.write("eval " + format_line(step, args.max_steps, last_eval))
+            grew = self.growth is not None and self.growth.after_step(self, logged) is not None
             stopping = args.stop_after_steps is not None and steps_this_process >= args.stop_after_steps
-            if step % args.ckpt_steps == 0 or step == args.max_steps or stopping:
+            if self.growth is not None and self.growth.stop and step < args.max_steps:
+                args.max_steps = step  # the automatic schedule ends the run here
+                last_eval = self.evaluate()
+                self.metrics.log("eval", last_eval, step, self.progress.tokens, self.progress.flops,
+                                 self.progress.seconds)
+            # right after a growth event too: a resume never has to redo a growth
+            if step % args.ckpt_steps == 0 or step == args.max_steps or stopping or grew:
                 self.save()
             if stopping and step < args.max_steps:
                 log.info("stopping after %d steps as asked (--stop_after_steps); resume with "

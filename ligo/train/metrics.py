@@ -2,7 +2,8 @@
 
 Only the main process writes; other ranks get a logger with `enabled=False`. Besides the
 usual step axis, losses are also written against tokens seen and GFLOPs spent
-(`*_by_tokens/*`, `*_by_gflops/*`), the axes on which growth methods are compared.
+(`*_by_tokens/*`, `*_by_gflops/*`) and wall-clock seconds of training (`*_by_seconds/*`),
+the axes on which growth methods are compared.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ class MetricsLogger:
             self.writer = SummaryWriter(str(Path(output_dir) / "tensorboard"))
             self.jsonl = open(Path(output_dir) / "metrics.jsonl", "a")
 
-    def log(self, prefix: str, values: dict[str, float], step: int, tokens: int, flops: float) -> None:
+    def log(self, prefix: str, values: dict[str, float], step: int, tokens: int, flops: float,
+            seconds: float | None = None) -> None:
         if not self.enabled:
             return
         for name, value in values.items():
@@ -30,6 +32,8 @@ class MetricsLogger:
         if "loss" in values:
             self.writer.add_scalar(f"{prefix}_by_tokens/loss", values["loss"], tokens)
             self.writer.add_scalar(f"{prefix}_by_gflops/loss", values["loss"], int(flops / 1e9))
+            if seconds is not None:
+                self.writer.add_scalar(f"{prefix}_by_seconds/loss", values["loss"], int(seconds))
         record = {"split": prefix, "step": step, "tokens": tokens, "flops": flops,
                   "time": time.time(), **values}
         self.jsonl.write(json.dumps(record) + "\n")
