@@ -389,6 +389,9 @@ class GrowthSchedule:
         per_token = self.flops(new_config) + 3 * generation_flops(operator) / micro_tokens
         trainer.progress.flops += steps * sub.global_batch * trainer.train_blocks.block_size * per_token
         trainer.progress.seconds += time.perf_counter() - start
+        log.info("step %d: trained a LiGO operator %d steps on the next batches (%.3g FLOPs)",
+                 trainer.progress.step, steps, steps * sub.global_batch
+                 * trainer.train_blocks.block_size * per_token)
         return materialise(operator)
 
     # ------------------------------------------------------------ checkpoints

@@ -251,3 +251,49 @@ def test_schedule_cli_reads_a_runs_log_and_says_when_to_grow(tmp_path, capsys):
     assert "grow depth at step" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="no train/loss"):
         schedule_main([str(tmp_path / "empty")])
+
+
+def test_ligo_transition_between_stages_trains_an_operator_and_counts_its_flops(
+        tmp_path, small_corpus, cache_dir):
+    argv = lambda out, op: run_argv(tmp_path / out, "bert", small_corpus, cache_dir,  # noqa: E731
+                                    "--stages", "1,2", "--stage_epochs", "0.02,0.02",
+                                    "--stage_operator", op, "--stage_ligo_steps", "3",
+                                    "--eval_steps", "100", "--ckpt_steps", "100")
+    stacked, learned = main(argv("stack", "stack")), main(argv("ligo", "ligo"))
+    # stage budgets from epochs: 1253 blocks / global batch 8 = 156 steps an epoch -> 3 + 3
+    assert learned["step"] == stacked["step"] == 6
+    operator_flops = learned["flops"] - stacked["flops"]
+    per_token = 3 * 2 * 2 * 64 * 64 * 4  # at least the q/k/v/out matmuls of 2 layers, fwd+bwd
+    assert operator_flops > 3 * 8 * 64 * per_token
+    layers = to_roles(load_checkpoint(tmp_path / "ligo" / "checkpoint-0000003")["model"],
+                      FAMILIES["bert"]).layers
+    assert not torch.equal(layers[0]["q.weight"], layers[1]["q.weight"])  # mixed, not copied
+
+
+def test_two_process_ddp_across_a_growth_event_equals_one_process(tmp_path, small_corpus, cache_dir):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    config = write_config(tmp_path, "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+    def argv(out, per_device, accumulation):
+        args = run_argv(tmp_path / out, "bert", small_corpus, cache_dir, "--stages", "1,2",
+                        "--stage_steps", "2,2", "--eval_steps", "100", "--ckpt_steps", "100",
+                        "--gradient_accumulation_steps", str(accumulation), config=config)
+        args[args.index("--per_device_train_batch_size") + 1] = str(per_device)
+        return args
+
+    main(argv("single", 8, 1))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", str(REPO / "run_lm_distributed.py"),
+                           *argv("ddp", 2, 2)], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a = load_file(tmp_path / "single" / "model.safetensors")
+    b = load_file(tmp_path / "ddp" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=2e-6, msg=key)
