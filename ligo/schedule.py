@@ -184,6 +184,13 @@ class LRSchedule:
                 segment = {"total": self.total, **candidate}
         return segment
 
+    def warming_up(self, step: int) -> bool:
+        """Inside a warmup or re-warm: the loss curve there says nothing about scaling."""
+        segment = self.segment_at(step)
+        warmup = self.warmup_steps or round(self.warmup_ratio * segment["total"])
+        position = segment["position"] + step - segment["start"]
+        return position < warmup or position < segment["position"] + segment["rewarm"]
+
     def __call__(self, step: int) -> float:
         segment = self.segment_at(step)
         warmup = self.warmup_steps or round(self.warmup_ratio * segment["total"])
@@ -244,7 +251,7 @@ class SlopeRule:
     order: list[str]
     smoothing: float = 0.9
     window: float = 0.5
-    min_points: int = 5
+    min_points: int = 10
     history: list[tuple[float, float]] = field(default_factory=list)  # (flops, loss) logged
     since: int = 0  # history index where the current model's curve starts
 
@@ -300,7 +307,7 @@ class GrowthSchedule:
         event = None
         if self.pending and self.pending[0].step == step:
             event = self.pending.pop(0)
-        elif self.rule is not None and logged is not None:
+        elif self.rule is not None and logged is not None and not self.lr.warming_up(step):
             self.rule.observe(logged["flops"], logged["loss"])
             decision = self.rule.decide(len(self.fired))
             if decision == "stop":
@@ -457,6 +464,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("run_dir", help="a run's output_dir (or its tensorboard folder)")
     parser.add_argument("--next", default="depth", choices=("depth", "width", "both", "stop"),
                         help="which decision is next: a growth, or stop after the last one")
+    parser.add_argument("--after_step", type=int, default=0,
+                        help="ignore the curve up to this step (the warmup, as the run does)")
     parser.add_argument("--slope_smoothing", type=float, default=0.9)
     parser.add_argument("--slope_window", type=float, default=0.5)
     args = parser.parse_args(argv)
@@ -467,7 +476,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "train/loss" not in scalars or "train/flops" not in scalars:
         raise FileNotFoundError(f"no train/loss and train/flops scalars under {folder}")
     flops = dict(scalars["train/flops"])
-    history = [(step, flops[step], loss) for step, loss in scalars["train/loss"] if step in flops]
+    history = [(step, flops[step], loss) for step, loss in scalars["train/loss"]
+               if step in flops and step > args.after_step]
     order = [] if args.next == "stop" else [args.next]
     report = when_to_grow(history, order, args.slope_smoothing, args.slope_window)
     last = next((s for s in reversed(report["slopes"]) if s[1] is not None), None)

@@ -181,6 +181,8 @@ def test_staged_lr_rewarms_from_the_restart_position():
     target = lr_multiplier(35, "linear", 10, 100)  # the base value where the re-warm ends
     assert [schedule(s) for s in range(50, 55)] == pytest.approx([target * k / 5 for k in range(1, 6)])
     assert schedule(60) == pytest.approx(lr_multiplier(40, "linear", 10, 100))
+    # the slope rule ignores the curve while the LR (re-)warms
+    assert schedule.warming_up(5) and schedule.warming_up(52) and not schedule.warming_up(60)
 
 
 def test_staged_training_run_doubles_width_then_depth(tmp_path, small_corpus, cache_dir):
