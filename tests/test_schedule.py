@@ -299,3 +299,17 @@ def test_two_process_ddp_across_a_growth_event_equals_one_process(tmp_path, smal
     b = load_file(tmp_path / "ddp" / "model.safetensors")
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=2e-6, msg=key)
+
+
+def test_reset_lr_scheduler_starts_the_schedule_over_on_the_remaining_steps():
+    from tests.operators.conftest import tiny_config
+
+    from ligo.schedule import staged_event
+
+    args = ScheduleArguments(double_at=["40:depth"], reset_lr_scheduler=True)
+    event = staged_event(40, "depth", tiny_config("bert"), args, 100)
+    assert event.segment == {"start": 40, "position": 0, "rewarm": 0, "total": 60}
+    schedule = LRSchedule("linear", total=100, warmup_steps=5, segments=[event.segment])
+    assert schedule(40) == pytest.approx(lr_multiplier(0, "linear", 5, 60))
+    assert schedule(99) == pytest.approx(lr_multiplier(59, "linear", 5, 60))
+    assert event.depth == "identity" and event.depth_options["positions"] == [1, 3]
