@@ -35,7 +35,8 @@ class MetricsLogger:
             if seconds is not None:
                 self.writer.add_scalar(f"{prefix}_by_seconds/loss", values["loss"], int(seconds))
         record = {"split": prefix, "step": step, "tokens": tokens, "flops": flops,
-                  "time": time.time(), **values}
+                  "time": time.time(), **({} if seconds is None else {"train_seconds": seconds}),
+                  **values}
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
 
