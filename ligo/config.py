@@ -127,6 +127,11 @@ class TrainingArguments:
                                         "--should_continue"})
     num_threads: int | None = None
     disable_tqdm: bool = False
+    parallelism: str = field(default="ddp", metadata={
+        "help": "ddp (every rank holds the model) or fsdp (FSDP2: parameters, gradients and "
+                "AdamW state sharded over the ranks)"})
+    activation_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute each layer's activations in the backward pass (less memory)"})
 
     def __post_init__(self):
         if not self.output_dir:
@@ -139,6 +144,8 @@ class TrainingArguments:
                                  f"{self.learning_rate!r}") from None
         if self.bf16 and self.fp16:
             raise ValueError("choose one of --bf16 and --fp16, not both")
+        if self.parallelism not in ("ddp", "fsdp"):
+            raise ValueError(f"--parallelism must be ddp or fsdp, not {self.parallelism!r}")
         if self.lr_scheduler_type not in ("linear", "cosine", "poly", "constant"):
             raise ValueError("--lr_scheduler_type must be linear, cosine, poly or constant, not "
                              f"{self.lr_scheduler_type!r}")

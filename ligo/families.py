@@ -109,6 +109,7 @@ class Family:
     head_transform: bool = True  # an H x H dense + LayerNorm before the decoder (BERT, RoBERTa)
     position_offset: int = 0  # RoBERTa reserves positions 0..pad_token_id
     prepend_bos: bool = True
+    layers_path: str = ""  # the ModuleList of transformer layers (sharded one by one)
 
     def build_class(self):
         return getattr(transformers, self.model_class)
@@ -135,15 +136,17 @@ FAMILIES: dict[str, Family] = {
     "bert": Family("bert", "BertForMaskedLM", "mlm", "cls", BERT_SPECIALS,
                    keys=_encoder_keys("bert", _BERT_HEAD),
                    tied={"cls.predictions.decoder.weight": "embed.word",
-                         "cls.predictions.decoder.bias": "head.bias"}),
+                         "cls.predictions.decoder.bias": "head.bias"},
+                   layers_path="bert.encoder.layer"),
     # RoBERTa position ids start at pad_token_id + 1, so two positions are never usable
     "roberta": Family("roberta", "RobertaForMaskedLM", "mlm", "lm_head", ROBERTA_SPECIALS,
                       keys=_encoder_keys("roberta", _ROBERTA_HEAD),
                       tied={"lm_head.decoder.weight": "embed.word", "lm_head.decoder.bias": "head.bias"},
-                      position_offset=2),
+                      position_offset=2, layers_path="roberta.encoder.layer"),
     "gpt2": Family("gpt2", "GPT2LMHeadModel", "clm", "lm_head", GPT2_SPECIALS,
                    keys=_gpt2_keys(), tied={"lm_head.weight": "embed.word"},
-                   pre_layernorm=True, head_transform=False, prepend_bos=False),
+                   pre_layernorm=True, head_transform=False, prepend_bos=False,
+                   layers_path="transformer.h"),
 }
 
 

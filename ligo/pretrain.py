@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ligo import distributed
+from ligo import distributed, parallel
 from ligo.cli import run, run_distributed
 from ligo.config import (DataArguments, GrowthArguments, ModelArguments, ScheduleArguments,
                          TrainingArguments)
@@ -152,8 +152,9 @@ def build_trainer(loss_module: torch.nn.Module, model: torch.nn.Module, setup: R
         scheduler = build_scheduler(optimizer, train_args.lr_scheduler_type,
                                     train_args.num_warmup_steps, train_args.max_steps,
                                     train_args.lr_end, train_args.poly_power)
-    if map_optimizer_state is not None:
-        optimizer.load_state_dict(map_optimizer_state(optimizer.state_dict()))
+    if map_optimizer_state is not None:  # a plain-format AdamW state, whatever the sharding
+        template = {"param_groups": optimizer.state_dict()["param_groups"]}
+        parallel.load_full_state(model, optimizer, None, map_optimizer_state(template))
     scaler = torch.amp.GradScaler(info.device.type, enabled=train_args.fp16)
     trainer = Trainer(loss_module, model, optimizer, scheduler, scaler, setup.data.train,
                       setup.data.valid, setup.data.collator, train_args, info, flops_per_token,
@@ -182,6 +183,9 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
              schedule: ScheduleArguments, info: distributed.DistInfo) -> dict:
     extra_identity = {}
     if schedule.active:
+        if train_args.parallelism != "ddp":
+            raise ValueError("growth schedules run with --parallelism ddp for now (a sharded "
+                             "model is not grown mid-run yet)")
         if growth.grows:
             raise ValueError("a growth schedule (--stages, --insert_patches, --double_at, "
                              "--grow_when) starts from --config_name; it cannot be combined "
@@ -240,7 +244,9 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
         return distributed.wrap_data_parallel(module, info)
 
     def make_loss(grown):
-        return wrap(LanguageModelingLoss(grown, family))
+        return parallel.parallelize(LanguageModelingLoss(grown, family), grown, family, info,
+                                    train_args.parallelism, train_args.bf16,
+                                    train_args.activation_checkpointing)
 
     def flops(model_config):
         return training_flops_per_token(model_config, data_args.block_size, data.head_fraction,
@@ -275,6 +281,12 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
                           growth_events=growth_cost.get("events", []),
                           growth_flops=float(growth_cost.get("flops", 0.0)),
                           growth_seconds=float(growth_cost.get("seconds", 0.0)))
+    if results["finished"] and parallel.is_sharded(model):  # export: gather, then a plain model
+        state = parallel.full_model_state(model)  # collective
+        if info.is_main:
+            with torch.random.fork_rng(devices=[]):
+                model = family.build_class()(model.config)
+            model.load_state_dict(state)
     if info.is_main:
         if results["finished"]:
             model.save_pretrained(train_args.output_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ligo import distributed
+from ligo import distributed, parallel
 from ligo.config import TrainingArguments
 from ligo.data.blocks import BatchOrder, TokenBlocks
 from ligo.data.collators import IGNORE_INDEX
@@ -116,9 +116,7 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.info.device)
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
-            sync = (contextlib.nullcontext() if last or not self.info.enabled
-                    else self.loss_module.no_sync())
-            with sync:
+            with parallel.no_sync(self.loss_module, self.model, last or not self.info.enabled):
                 with self.autocast():
                     out = self.loss_module(batch["input_ids"], batch["labels"])
                 self.scaler.scale(out["loss_sum"] * scale.to(out["loss_sum"].dtype)).backward()
@@ -138,6 +136,8 @@ class Trainer:
         self.bare_loss.eval()
         size = self.args.per_device_eval_batch_size
         limit = min(len(self.valid_blocks), self.args.eval_max_batches * size * self.info.world_size)
+        if parallel.is_sharded(self.model):  # sharded forwards are collective: equal shares
+            limit = max(self.info.world_size, limit - limit % self.info.world_size)
         mine = np.arange(self.info.rank, limit, self.info.world_size)  # strided shard per rank
         totals = block_loss_totals(self.bare_loss, self.valid_blocks, self.collator, mine, size,
                                    self.info.device, self.autocast)
@@ -154,7 +154,8 @@ class Trainer:
             torch.distributed.all_gather_object(all_rng, rng)
         growth = {} if self.growth is None else {
             "growth": self.growth.state(), "model_config": self.model.config.to_dict()}
-        return {**growth, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        model_state, optimizer_state = parallel.full_state(self.model, self.optimizer)  # collective
+        return {**growth, "model": model_state, "optimizer": optimizer_state,
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": all_rng,
                 "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
@@ -168,8 +169,7 @@ class Trainer:
         if self.growth is not None and "growth" in state:  # the architecture of that step
             self.growth.restore(self, state["growth"], state["model_config"],
                                 state["progress"]["step"])
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        parallel.load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if len(state["rng"]) == self.info.world_size:

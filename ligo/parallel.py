@@ -1,0 +1,131 @@
+"""How a model is spread over processes: the one place that chooses DDP or FSDP2.
+
+    ddp   every rank holds the whole model; gradients are averaged (DistributedDataParallel)
+    fsdp  parameters, gradients and AdamW state are sharded over the ranks with FSDP2
+          (`torch.distributed.fsdp.fully_shard`, each transformer layer, then the root), with
+          bf16 parameters and float32 gradient reduction under --bf16
+
+Checkpoints stay one format whatever the parallelism: full (unsharded) model and optimizer
+state, gathered with torch.distributed.checkpoint's state-dict API, the optimizer state
+indexed like a plain AdamW's. A run can therefore be resumed with another world size or
+another parallelism, and grown, evaluated or exported like any other.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ligo.distributed import DistInfo, wrap_data_parallel
+from ligo.families import Family
+from ligo.train.optim import named_param_groups
+
+PARALLELISMS = ("ddp", "fsdp")
+
+
+def layers_of(model: torch.nn.Module, family: Family) -> torch.nn.ModuleList:
+    return model.get_submodule(family.layers_path)
+
+
+def parallelize(loss_module: torch.nn.Module, model: torch.nn.Module, family: Family,
+                info: DistInfo, parallelism: str = "ddp", bf16: bool = False,
+                activation_checkpointing: bool = False) -> torch.nn.Module:
+    """The loss module as the training loop should call it."""
+    if parallelism not in PARALLELISMS:
+        raise ValueError(f"--parallelism must be one of {', '.join(PARALLELISMS)}, not {parallelism!r}")
+    if activation_checkpointing:  # recompute each layer's activations in the backward pass
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if parallelism == "ddp" or not info.enabled:
+        return wrap_data_parallel(loss_module, info)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(info.device.type, (info.world_size,))
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None,
+                                  reduce_dtype=torch.float32)
+    for layer in layers_of(model, family):
+        fully_shard(layer, mesh=mesh, mp_policy=policy)
+    # the root is the loss module: it calls the base model and the head separately, and the
+    # root's hooks must gather the embeddings and head around both
+    fully_shard(loss_module, mesh=mesh, mp_policy=policy)
+    return loss_module
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def no_sync(loss_module: torch.nn.Module, model: torch.nn.Module, sync: bool):
+    """Skip the gradient reduction of a micro-batch that is not the last one."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if sync:
+        return contextlib.nullcontext()
+    if isinstance(loss_module, FSDPModule):
+        return _fsdp_no_sync(loss_module)
+    return loss_module.no_sync() if hasattr(loss_module, "no_sync") else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """(model state dict, AdamW state dict) unsharded, in the plain format (collective
+    under FSDP: every rank calls it)."""
+    if not is_sharded(model):
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    model_state, optim_state = get_state_dict(
+        model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if "state" not in optim_state:  # gathered on rank 0 only (cpu_offload): others save nothing
+        return model_state, {}
+    decay, no_decay = named_param_groups(model)
+    names = decay + no_decay
+    indexed = {"state": {i: optim_state["state"][n] for i, n in enumerate(names)
+                         if n in optim_state["state"]},
+               "param_groups": optimizer.state_dict()["param_groups"]}
+    return model_state, indexed
+
+
+def full_model_state(model: torch.nn.Module) -> dict:
+    """The unsharded model state dict (collective under FSDP)."""
+    if not is_sharded(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                cpu_offload=True))
+
+
+def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    model_state: dict | None, optim_state: dict) -> None:
+    """The inverse of `full_state`, for any parallelism and world size (model_state None:
+    the optimizer only)."""
+    if not is_sharded(model):
+        if model_state is not None:
+            model.load_state_dict(model_state)
+        optimizer.load_state_dict(optim_state)
+        return
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_optimizer_state_dict,
+                                                         set_state_dict)
+
+    decay, no_decay = named_param_groups(model)
+    names = decay + no_decay
+    by_name = {"state": {names[i]: s for i, s in optim_state["state"].items()},
+               "param_groups": [{**group, "params": [names[i] for i in group["params"]]}
+                                for group in optim_state["param_groups"]]}
+    options = StateDictOptions(full_state_dict=True)
+    if model_state is None:
+        set_optimizer_state_dict(model, optimizer, by_name, options=options)
+    else:
+        set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=by_name,
+                       options=options)

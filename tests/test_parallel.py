@@ -1,0 +1,84 @@
+"""FSDP2 (--parallelism fsdp) on CPU with gloo: the same training as DDP / one process, and
+checkpoints that resume with another world size."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+
+from ligo.pretrain import main
+from tests.conftest import REPO, run_argv, write_config
+
+# float32 sums reduced in another order (reduce-scatter vs all-reduce, micro-batches) differ in
+# the last bits; after 4 AdamW steps at lr 2e-4 that stays far below this
+TOLERANCE = dict(rtol=0, atol=2e-6)
+
+
+def torchrun(argv, script="run_lm_distributed.py", nproc=2):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", str(nproc), str(REPO / script), *argv],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def argv_for(tmp_path, out, small_corpus, cache_dir, per_device, accumulation, *extra):
+    config = write_config(tmp_path, "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    argv = run_argv(tmp_path / out, "bert", small_corpus, cache_dir, "--max_steps", "4",
+                    "--eval_steps", "4", "--ckpt_steps", "2", "--save_total_limit", "3",
+                    "--gradient_accumulation_steps", str(accumulation), *extra, config=config)
+    argv[argv.index("--per_device_train_batch_size") + 1] = str(per_device)
+    return argv
+
+
+def assert_same_weights(a, b):
+    a, b = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], **TOLERANCE, msg=key)
+
+
+def test_fsdp_training_equals_one_process_and_exports_a_plain_model(tmp_path, small_corpus,
+                                                                    cache_dir):
+    single = main(argv_for(tmp_path, "single", small_corpus, cache_dir, 8, 1))
+    torchrun(argv_for(tmp_path, "fsdp", small_corpus, cache_dir, 2, 2, "--parallelism", "fsdp"))
+    assert_same_weights(tmp_path / "single", tmp_path / "fsdp")
+    fsdp = json.loads((tmp_path / "fsdp" / "results.json").read_text())
+    assert abs(fsdp["eval_loss"] - single["eval_loss"]) < 1e-5
+    from transformers import AutoModelForMaskedLM
+
+    exported = AutoModelForMaskedLM.from_pretrained(tmp_path / "fsdp")
+    assert exported.config.num_hidden_layers == 2
+
+
+def test_fsdp_checkpoint_resumes_with_another_world_size_and_back(tmp_path, small_corpus, cache_dir):
+    main(argv_for(tmp_path, "straight", small_corpus, cache_dir, 8, 1))
+    # 2 sharded processes for 2 steps, then 1 process to the end
+    torchrun(argv_for(tmp_path, "two_then_one", small_corpus, cache_dir, 4, 1, "--parallelism",
+                      "fsdp", "--stop_after_steps", "2"))
+    main(argv_for(tmp_path, "two_then_one", small_corpus, cache_dir, 8, 1, "--should_continue"))
+    assert_same_weights(tmp_path / "straight", tmp_path / "two_then_one")
+    # 1 process for 2 steps, then 2 sharded processes to the end
+    main(argv_for(tmp_path, "one_then_two", small_corpus, cache_dir, 8, 1, "--stop_after_steps", "2"))
+    torchrun(argv_for(tmp_path, "one_then_two", small_corpus, cache_dir, 4, 1, "--parallelism",
+                      "fsdp", "--should_continue"))
+    assert_same_weights(tmp_path / "straight", tmp_path / "one_then_two")
+
+
+def test_activation_checkpointing_trains_the_same_weights(tmp_path, small_corpus, cache_dir):
+    main(argv_for(tmp_path, "plain", small_corpus, cache_dir, 8, 1))
+    main(argv_for(tmp_path, "recompute", small_corpus, cache_dir, 8, 1, "--activation_checkpointing"))
+    assert_same_weights(tmp_path / "plain", tmp_path / "recompute")
+
+
+def test_unsupported_combinations_are_named(tmp_path, small_corpus, cache_dir):
+    import pytest
+
+    with pytest.raises(ValueError, match="--parallelism must be ddp or fsdp"):
+        main(argv_for(tmp_path, "x", small_corpus, cache_dir, 8, 1, "--parallelism", "zero3"))
+    with pytest.raises(ValueError, match="growth schedules run with --parallelism ddp"):
+        main(argv_for(tmp_path, "y", small_corpus, cache_dir, 8, 1, "--parallelism", "fsdp",
+                      "--stages", "1,2", "--stage_steps", "2,2"))
