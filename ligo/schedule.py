@@ -120,8 +120,9 @@ def final_config(config, events: list[GrowthEvent], auto_growth: list[str] | Non
 
 
 def plan_events(schedule, growth, config, max_steps: int, steps_per_epoch: int | None = None):
-    """(initial config, fixed events, max_steps) from the schedule arguments; every
-    inconsistency is reported here, before training starts."""
+    """(first model's config, fixed events, the run's max_steps, the first LR segment's
+    length or None) from the schedule arguments; every inconsistency is reported here,
+    before training starts."""
     events: list[GrowthEvent] = []
     config = copy.deepcopy(config)
     if schedule.stages:
@@ -132,13 +133,13 @@ def plan_events(schedule, growth, config, max_steps: int, steps_per_epoch: int |
         else:
             budgets = list(schedule.stage_steps)
         config.num_hidden_layers = schedule.stages[0]
-        start, layers = budgets[0], schedule.stages[0]
+        start = budgets[0]
         for target, budget in zip(schedule.stages[1:], budgets[1:]):
             events.append(GrowthEvent(
                 step=start, changes={"num_hidden_layers": target}, kind="stage",
                 depth=schedule.stage_operator, reset_optimizer=True, ligo_steps=schedule.stage_ligo_steps,
                 segment={"start": start, "position": 0, "rewarm": 0, "total": budget}))
-            start, layers = start + budget, target
+            start += budget
         return config, events, start, budgets[0]
     if schedule.insert_patches:
         config.num_hidden_layers = schedule.initial_num_layers or config.num_hidden_layers
@@ -153,6 +154,7 @@ def plan_events(schedule, growth, config, max_steps: int, steps_per_epoch: int |
                 depth_options={"positions": [index], "init": growth.insert_init,
                                "noise_std": growth.insert_noise_std}))
             layers += 1
+        _check_steps(events, max_steps, "--insert_patches")
         return config, events, max_steps, None
     current = config  # staged training: --config_name is the first model, doubled at each event
     for number, (step, what) in enumerate(schedule.double_at or []):
@@ -160,7 +162,15 @@ def plan_events(schedule, growth, config, max_steps: int, steps_per_epoch: int |
         events.append(staged_event(step, what, current, schedule, max_steps, position,
                                    growth.reset_optimizer))
         current = events[-1].target_config(current)
+    _check_steps(events, max_steps, "--double_at")
     return config, events, max_steps, None
+
+
+def _check_steps(events: list[GrowthEvent], max_steps: int, flag: str) -> None:
+    steps = [event.step for event in events]
+    if any(not 0 < step < max_steps for step in steps) or len(set(steps)) != len(steps):
+        raise ValueError(f"{flag}: the events fall on steps {steps}; each must be a different "
+                         f"step inside the run (1..{max_steps - 1})")
 
 
 # ---------------------------------------------------------------- learning rate

@@ -234,6 +234,12 @@ def test_insertion_index_out_of_range_stops_before_training(tmp_path, small_corp
     with pytest.raises(ValueError, match="index 5 is out of range, the model has 2 layers"):
         main(run_argv(tmp_path / "o", "bert", small_corpus, cache_dir, "--max_steps", "4",
                       "--initial_num_layers", "2", "--insert_patches", "0.5:5"))
+    with pytest.raises(ValueError, match="fall on steps .3, 3.; each must be a different step"):
+        main(run_argv(tmp_path / "o", "bert", small_corpus, cache_dir, "--max_steps", "4",
+                      "--initial_num_layers", "2", "--insert_patches", "0.7:1,0.8:1"))
+    with pytest.raises(ValueError, match="fall on steps .10.;"):
+        main(run_argv(tmp_path / "o", "bert", small_corpus, cache_dir, "--max_steps", "4",
+                      "--double_at", "10:depth"))
     assert not (tmp_path / "o" / "metrics.jsonl").exists()
 
 
