@@ -110,6 +110,8 @@ class Family:
     position_offset: int = 0  # RoBERTa reserves positions 0..pad_token_id
     prepend_bos: bool = True
     layers_path: str = ""  # the ModuleList of transformer layers (sharded one by one)
+    # tensor parallelism: module (relative to a layer) -> colwise | rowwise; None: not yet
+    tp_plan: dict[str, str] | None = None
 
     def build_class(self):
         return getattr(transformers, self.model_class)
@@ -117,6 +119,12 @@ class Family:
     def max_block_size(self, config) -> int:
         return config.max_position_embeddings - self.position_offset
 
+
+# Megatron's split: Q/K/V and FFN-in by output columns (each rank a group of whole heads and
+# FFN units), attention-out and FFN-out by input rows, summed by one all-reduce each
+_ENCODER_TP_PLAN = {"attention.self.query": "colwise", "attention.self.key": "colwise",
+                    "attention.self.value": "colwise", "attention.output.dense": "rowwise",
+                    "intermediate.dense": "colwise", "output.dense": "rowwise"}
 
 BERT_SPECIALS = SpecialTokens(bos="[CLS]", eos="[SEP]", pad="[PAD]", unk="[UNK]", mask="[MASK]")
 ROBERTA_SPECIALS = SpecialTokens(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>", mask="<mask>")
@@ -137,12 +145,13 @@ FAMILIES: dict[str, Family] = {
                    keys=_encoder_keys("bert", _BERT_HEAD),
                    tied={"cls.predictions.decoder.weight": "embed.word",
                          "cls.predictions.decoder.bias": "head.bias"},
-                   layers_path="bert.encoder.layer"),
+                   layers_path="bert.encoder.layer", tp_plan=_ENCODER_TP_PLAN),
     # RoBERTa position ids start at pad_token_id + 1, so two positions are never usable
     "roberta": Family("roberta", "RobertaForMaskedLM", "mlm", "lm_head", ROBERTA_SPECIALS,
                       keys=_encoder_keys("roberta", _ROBERTA_HEAD),
                       tied={"lm_head.decoder.weight": "embed.word", "lm_head.decoder.bias": "head.bias"},
-                      position_offset=2, layers_path="roberta.encoder.layer"),
+                      position_offset=2, layers_path="roberta.encoder.layer",
+                      tp_plan=_ENCODER_TP_PLAN),
     "gpt2": Family("gpt2", "GPT2LMHeadModel", "clm", "lm_head", GPT2_SPECIALS,
                    keys=_gpt2_keys(), tied={"lm_head.weight": "embed.word"},
                    pre_layernorm=True, head_transform=False, prepend_bos=False,

@@ -129,3 +129,23 @@ def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     else:
         set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=by_name,
                        options=options)
+
+
+def apply_tensor_parallel(model: torch.nn.Module, family: Family, mesh) -> torch.nn.Module:
+    """Shard every layer's projections over a 1-D `mesh` (DTensor `parallelize_module`), by
+    the family table's plan. Attention heads must divide by the mesh size."""
+    from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
+                                                   parallelize_module)
+
+    if family.tp_plan is None:
+        # GPT-2 fuses q, k and v into one Conv1D whose columns would have to be regrouped
+        # per head group before a column split
+        raise ValueError(f"tensor parallelism is not available for {family.name} yet")
+    if model.config.num_attention_heads % mesh.size():
+        raise ValueError(f"{model.config.num_attention_heads} attention heads do not divide over "
+                         f"{mesh.size()} tensor-parallel ranks")
+    styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
+    plan = {path: styles[kind]() for path, kind in family.tp_plan.items()}
+    for layer in layers_of(model, family):
+        parallelize_module(layer, mesh, plan)
+    return model

@@ -5,11 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from ligo.pretrain import main
-from tests.conftest import REPO, run_argv, write_config
+from tests.conftest import CONFIGS, REPO, run_argv, write_config
 
 # float32 sums reduced in another order (reduce-scatter vs all-reduce, micro-batches) differ in
 # the last bits; after 4 AdamW steps at lr 2e-4 that stays far below this
@@ -75,10 +76,24 @@ def test_activation_checkpointing_trains_the_same_weights(tmp_path, small_corpus
 
 
 def test_unsupported_combinations_are_named(tmp_path, small_corpus, cache_dir):
-    import pytest
-
     with pytest.raises(ValueError, match="--parallelism must be ddp or fsdp"):
         main(argv_for(tmp_path, "x", small_corpus, cache_dir, 8, 1, "--parallelism", "zero3"))
     with pytest.raises(ValueError, match="growth schedules run with --parallelism ddp"):
         main(argv_for(tmp_path, "y", small_corpus, cache_dir, 8, 1, "--parallelism", "fsdp",
                       "--stages", "1,2", "--stage_steps", "2,2"))
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_tensor_parallel_layers_give_the_unsharded_logits_and_gradients(family):
+    done = torchrun([str(CONFIGS / f"{family}-tiny.json")], script="tests/tensor_parallel_check.py")
+    assert "TP_OK 24" in done.stdout
+
+
+def test_tensor_parallelism_is_refused_where_the_family_table_has_no_plan():
+    from ligo.families import FAMILIES
+    from ligo.models import build_model, load_config
+    from ligo.parallel import apply_tensor_parallel
+
+    config = load_config(CONFIGS / "gpt2-tiny.json")
+    with pytest.raises(ValueError, match="not available for gpt2 yet"):
+        apply_tensor_parallel(build_model(config, FAMILIES["gpt2"]), FAMILIES["gpt2"], None)
