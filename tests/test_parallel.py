@@ -97,3 +97,23 @@ def test_tensor_parallelism_is_refused_where_the_family_table_has_no_plan():
     config = load_config(CONFIGS / "gpt2-tiny.json")
     with pytest.raises(ValueError, match="not available for gpt2 yet"):
         apply_tensor_parallel(build_model(config, FAMILIES["gpt2"]), FAMILIES["gpt2"], None)
+
+
+def test_a_grown_model_trains_the_same_under_fsdp(tmp_path, small_run, small_corpus, cache_dir):
+    """Growth is built whole on each rank's CPU, then sharded; the mapped AdamW moments load
+    into the sharded optimizer."""
+    source = small_run("bert")
+    config = write_config(tmp_path, "bert", num_hidden_layers=4, hidden_size=128,
+                          num_attention_heads=4, intermediate_size=512, hidden_dropout_prob=0.0,
+                          attention_probs_dropout_prob=0.0)
+
+    def argv(out, per_device, *extra):
+        args = run_argv(tmp_path / out, "bert", small_corpus, cache_dir, "--max_steps", "3",
+                        "--eval_steps", "3", "--source_model_path", str(source), "--grow_scheme",
+                        "stack", "--width_scheme", "bert2bert_aki", *extra, config=config)
+        args[args.index("--per_device_train_batch_size") + 1] = str(per_device)
+        return args
+
+    main(argv("single", 8))
+    torchrun(argv("fsdp", 4, "--parallelism", "fsdp"))
+    assert_same_weights(tmp_path / "single", tmp_path / "fsdp")
