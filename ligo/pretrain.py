@@ -191,6 +191,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
                              "--grow_when) starts from --config_name; it cannot be combined "
                              "with --source_model_path or --pretrained_ligo_path")
         extra_identity["schedule"] = {k: v for k, v in vars(schedule).items() if v}
+        if not schedule.stage_epochs:  # check the events now, before anything is written
+            plan_events(schedule, growth, load_config(model_args.config_name), train_args.max_steps)
     if growth.grows:
         source = growth.source_model_path and str(Path(growth.source_model_path).resolve())
         extra_identity["grown_from"] = {"source": source, **growth.operator_options()}

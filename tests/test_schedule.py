@@ -240,6 +240,7 @@ def test_insertion_index_out_of_range_stops_before_training(tmp_path, small_corp
     with pytest.raises(ValueError, match="fall on steps .10.;"):
         main(run_argv(tmp_path / "o", "bert", small_corpus, cache_dir, "--max_steps", "4",
                       "--double_at", "10:depth"))
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())  # nothing written
     assert not (tmp_path / "o" / "metrics.jsonl").exists()
 
 
