@@ -1,13 +1,9 @@
 """Data parallelism changes how a global batch is computed, never what is computed."""
-import os
-import subprocess
-import sys
-
 import torch
 from safetensors.torch import load_file
 
 from ligo.pretrain import main
-from tests.conftest import REPO, run_argv, write_config
+from tests.conftest import run_argv, torchrun, write_config
 
 # float32 sums reduced in a different order (gloo all-reduce, micro-batches) differ in the last
 # bits; after 4 AdamW steps at lr 2e-4 that stays far below this
@@ -39,12 +35,7 @@ def test_two_process_gloo_ddp_equals_one_process_on_the_same_global_batch(tmp_pa
                                                                            cache_dir):
     config = no_dropout_config(tmp_path)
     single = main(common(tmp_path, small_corpus, cache_dir, "single", 8, 1, config))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    ddp_argv = common(tmp_path, small_corpus, cache_dir, "ddp", 2, 2, config)  # 2 ranks x 2 x 2
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", str(REPO / "run_lm_distributed.py"), *ddp_argv],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = torchrun(common(tmp_path, small_corpus, cache_dir, "ddp", 2, 2, config))  # 2 x 2 x 2
     assert "global batch 8" in done.stderr
     before = weights(tmp_path / "single")
     assert_close_weights(before, weights(tmp_path / "ddp"))

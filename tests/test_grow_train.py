@@ -1,9 +1,5 @@
 """run_grow_distributed.py on real text: train a LiGO operator, then grow and pretrain with it."""
 import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,7 +9,7 @@ from ligo.models import read_model_dir
 from ligo.operators.learned import LiGO, load_operator, materialise
 from ligo.pretrain import main as pretrain_main
 from ligo.roles import to_roles
-from tests.conftest import REPO, run_argv, write_config
+from tests.conftest import run_argv, torchrun, write_config
 
 
 def wide(folder, family, **changes):
@@ -90,12 +86,7 @@ def test_two_process_gloo_ddp_operator_training_equals_one_process(tmp_path, sma
         return args
 
     grow_main(argv("single", 8, 1))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", str(REPO / "run_grow_distributed.py"),
-                           *argv("ddp", 2, 2)], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = torchrun(argv("ddp", 2, 2), script="run_grow_distributed.py")
     assert "global batch 8" in done.stderr
     single = torch.load(tmp_path / "single" / "ligo_operator.pt", weights_only=True)
     ddp = torch.load(tmp_path / "ddp" / "ligo_operator.pt", weights_only=True)

@@ -1,29 +1,17 @@
 """FSDP2 (--parallelism fsdp) on CPU with gloo: the same training as DDP / one process, and
 checkpoints that resume with another world size."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from ligo.pretrain import main
-from tests.conftest import CONFIGS, REPO, run_argv, write_config
+from tests.conftest import CONFIGS, run_argv, torchrun, write_config
 
 # float32 sums reduced in another order (reduce-scatter vs all-reduce, micro-batches) differ in
 # the last bits; after 4 AdamW steps at lr 2e-4 that stays far below this
 TOLERANCE = dict(rtol=0, atol=2e-6)
-
-
-def torchrun(argv, script="run_lm_distributed.py", nproc=2):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", str(nproc), str(REPO / script), *argv],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return done
 
 
 def argv_for(tmp_path, out, small_corpus, cache_dir, per_device, accumulation, *extra):

@@ -21,7 +21,7 @@ from ligo.schedule import main as schedule_main
 from ligo.train.checkpoint import load_checkpoint
 from ligo.train.optim import build_optimizer, lr_multiplier, named_adam_state
 from ligo.models import load_config
-from tests.conftest import CONFIGS, run_argv, write_config
+from tests.conftest import CONFIGS, run_argv, torchrun, write_config
 
 
 def records(folder, split="train"):
@@ -280,12 +280,6 @@ def test_ligo_transition_between_stages_trains_an_operator_and_counts_its_flops(
 
 
 def test_two_process_ddp_across_a_growth_event_equals_one_process(tmp_path, small_corpus, cache_dir):
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
     config = write_config(tmp_path, "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
     def argv(out, per_device, accumulation):
@@ -296,12 +290,7 @@ def test_two_process_ddp_across_a_growth_event_equals_one_process(tmp_path, smal
         return args
 
     main(argv("single", 8, 1))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "2", str(REPO / "run_lm_distributed.py"),
-                           *argv("ddp", 2, 2)], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun(argv("ddp", 2, 2))
     a = load_file(tmp_path / "single" / "model.safetensors")
     b = load_file(tmp_path / "ddp" / "model.safetensors")
     for key in a:
