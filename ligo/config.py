@@ -125,6 +125,10 @@ class TrainingArguments:
         default=None, metadata={"help": "checkpoint and exit after this many optimizer steps in "
                                         "this process (for preemptible jobs); resume with "
                                         "--should_continue"})
+    stop_at_eval_loss: float | None = field(
+        default=None, metadata={"help": "end the run (final checkpoint, model, results) at the "
+                                        "first evaluation whose loss is at or below this: train "
+                                        "to a target loss; the LR schedule keeps --max_steps"})
     num_threads: int | None = None
     disable_tqdm: bool = False
     parallelism: str = field(default="ddp", metadata={

@@ -66,6 +66,26 @@ def test_loss_decreases_on_real_text(family, steps, extra, tmp_path, small_corpu
     assert losses[-1] < uniform - 2.0, losses  # far better than guessing
 
 
+def test_stop_at_eval_loss_ends_at_the_first_eval_that_reaches_it(tmp_path, small_corpus,
+                                                                  cache_dir):
+    """The stopped run is the full run up to its first eval at or below the target (same LR
+    schedule), then ends normally: final checkpoint, exported model, results."""
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    common = ("--max_steps", "12", "--eval_steps", "3", "--logging_steps", "3",
+              "--learning_rate", "1e-3", "--ckpt_steps", "100")
+    main(run_argv(full, "bert", small_corpus, cache_dir, *common))
+    losses = eval_losses(full)
+    target = losses[2]  # the eval at step 9; never reached before step 6 on a falling curve
+    first = next(i for i, loss in enumerate(losses) if loss <= target)
+    assert first < 3 and min(losses[:first], default=float("inf")) > target
+    results = main(run_argv(stopped, "bert", small_corpus, cache_dir, *common,
+                            "--stop_at_eval_loss", repr(target)))
+    assert results["step"] == 3 * (first + 1) and results["finished"]
+    assert eval_losses(stopped) == losses[:first + 1]
+    assert (stopped / "model.safetensors").is_file()
+    assert (stopped / f"checkpoint-{3 * (first + 1):07d}").is_dir()
+
+
 def test_second_run_reuses_the_token_cache(tmp_path, small_corpus, caplog):
     cache = tmp_path / "cache"
     args = lambda name: run_argv(tmp_path / name, "bert", small_corpus, cache, "--max_steps", "1")

@@ -237,6 +237,11 @@ class Trainer:
                                  self.progress.seconds)
                 if info.is_main:
                     bar.write("eval " + format_line(step, args.max_steps, last_eval))
+                if (args.stop_at_eval_loss is not None and step < args.max_steps
+                        and last_eval["loss"] <= args.stop_at_eval_loss):
+                    log.info("eval loss %.4f reached --stop_at_eval_loss %.4f at step %d: ending "
+                             "the run here", last_eval["loss"], args.stop_at_eval_loss, step)
+                    args.max_steps = step  # the LR schedule was built for the full budget
             grew = self.growth is not None and self.growth.after_step(self, logged) is not None
             stopping = args.stop_after_steps is not None and steps_this_process >= args.stop_after_steps
             if self.growth is not None and self.growth.stop and step < args.max_steps:
