@@ -77,15 +77,22 @@ def _fsdp_no_sync(model):
         model.set_requires_gradient_sync(True)
 
 
-def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               every_rank: bool = False) -> tuple[dict, dict]:
     """(model state dict, AdamW state dict) unsharded, in the plain format (collective
-    under FSDP: every rank calls it)."""
+    under FSDP: every rank calls it). Gathered into CPU memory on rank 0 only (for a
+    checkpoint), or with `every_rank` on every rank, on its device (to grow it there)."""
     if not is_sharded(model):
         return model.state_dict(), optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
+    if not optimizer.state:
+        # a fresh optimizer (right after a growth event that resets AdamW): get_state_dict
+        # would create its state by a zero-gradient step, which counts as Adam's first step
+        return full_model_state(model, every_rank), optimizer.state_dict()
     model_state, optim_state = get_state_dict(
-        model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        model, optimizer,
+        options=StateDictOptions(full_state_dict=True, cpu_offload=not every_rank))
     if "state" not in optim_state:  # gathered on rank 0 only (cpu_offload): others save nothing
         return model_state, {}
     decay, no_decay = named_param_groups(model)
@@ -96,14 +103,15 @@ def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tupl
     return model_state, indexed
 
 
-def full_model_state(model: torch.nn.Module) -> dict:
-    """The unsharded model state dict (collective under FSDP)."""
+def full_model_state(model: torch.nn.Module, every_rank: bool = False) -> dict:
+    """The unsharded model state dict (collective under FSDP), in CPU memory on rank 0 only,
+    or with `every_rank` on every rank."""
     if not is_sharded(model):
         return model.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
-                                                                cpu_offload=True))
+                                                                cpu_offload=not every_rank))
 
 
 def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -115,8 +123,14 @@ def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             model.load_state_dict(model_state)
         optimizer.load_state_dict(optim_state)
         return
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_optimizer_state_dict,
-                                                         set_state_dict)
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict, set_state_dict)
+
+    if not optim_state["state"]:  # saved fresh: loading it through DCP would create state
+        if model_state is not None:
+            set_model_state_dict(model, model_state, options=StateDictOptions(full_state_dict=True))
+        optimizer.load_state_dict(optim_state)
+        return
 
     decay, no_decay = named_param_groups(model)
     names = decay + no_decay

@@ -183,9 +183,10 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
              schedule: ScheduleArguments, info: distributed.DistInfo) -> dict:
     extra_identity = {}
     if schedule.active:
-        if train_args.parallelism != "ddp":
-            raise ValueError("growth schedules run with --parallelism ddp for now (a sharded "
-                             "model is not grown mid-run yet)")
+        if train_args.parallelism != "ddp" and schedule.stages and schedule.stage_operator == "ligo":
+            raise ValueError("--stage_operator ligo runs with --parallelism ddp for now (the "
+                             "operator's training is not sharded yet); stack and interpolate "
+                             "transitions work under fsdp")
         if growth.grows:
             raise ValueError("a growth schedule (--stages, --insert_patches, --double_at, "
                              "--grow_when) starts from --config_name; it cannot be combined "

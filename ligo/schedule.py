@@ -335,27 +335,28 @@ class GrowthSchedule:
     def apply(self, trainer, event: GrowthEvent) -> None:
         from ligo.operators import grow, grow_adam_state
 
-        old_model, step = trainer.model, trainer.progress.step
-        new_config = event.target_config(old_model.config)
+        step = trainer.progress.step
+        new_config = event.target_config(trainer.model.config)
         options = {"depth": event.depth, "width": event.width, "seed": self.growth_seed,
                    "depth_options": event.depth_options}
+        mapped = None  # the grown model's AdamW state, when moments are mapped
         if event.depth == "ligo":
-            new_model = self._ligo_phase(trainer, old_model, new_config, event)
+            new_model = self._ligo_phase(trainer, trainer.model, new_config, event)
         else:
+            old_model, old_optimizer_state = self._whole(trainer)
             new_model = grow(old_model, new_config, **options)
+            if not event.reset_optimizer:
+                moment_options = options
+                if event.zero_new_layer_moments:  # new layers start with zero moments
+                    moment_options = {**options, "depth_options": {**event.depth_options,
+                                                                   "init": "random"}}
+                template = self.make_optimizer(new_model).state_dict()
+                mapped = grow_adam_state(old_model, old_optimizer_state, new_model, template,
+                                         **moment_options)
         new_model = new_model.to(trainer.info.device)
-        optimizer = self.make_optimizer(new_model)
-        if not event.reset_optimizer and event.depth != "ligo":
-            moment_options = options
-            if event.zero_new_layer_moments:  # new layers start with zero moments
-                moment_options = {**options, "depth_options": {**event.depth_options,
-                                                               "init": "random"}}
-            optimizer.load_state_dict(grow_adam_state(
-                old_model, trainer.optimizer.state_dict(), new_model, optimizer.state_dict(),
-                **moment_options))
         if event.segment is not None:
             self.lr.segments.append(event.segment)
-        self._install(trainer, new_model, optimizer)
+        self._install(trainer, new_model, mapped)
         self.fired.append(asdict(event))
         n_params = sum(p.numel() for p in new_model.parameters())
         trainer.metrics.log("growth", {"event": float(len(self.fired)),
@@ -371,10 +372,34 @@ class GrowthSchedule:
                  "reset" if event.reset_optimizer or event.depth == "ligo" else "moments mapped",
                  f"segment {event.segment}" if event.segment else "continues")
 
-    def _install(self, trainer, model, optimizer) -> None:
-        trainer.model, trainer.optimizer = model, optimizer
-        trainer.scheduler = position_scheduler(optimizer, self.lr, trainer.progress.step)
+    @staticmethod
+    def _whole(trainer):
+        """The model and its AdamW state as one process would hold them: a sharded (FSDP)
+        model is gathered onto every rank as a plain model (collective), then grown there."""
+        from ligo import parallel
+        from ligo.families import family_of
+
+        model = trainer.model
+        if not parallel.is_sharded(model):
+            return model, trainer.optimizer.state_dict()
+        model_state, optimizer_state = parallel.full_state(model, trainer.optimizer, every_rank=True)
+        with torch.random.fork_rng(devices=[]):  # weights come from the gathered state
+            whole = family_of(model.config).build_class()(model.config)
+        whole.load_state_dict(model_state)
+        return whole, optimizer_state
+
+    def _install(self, trainer, model, optimizer_state: dict | None = None) -> None:
+        """The training loop's model, loss module, optimizer (loaded with `optimizer_state`
+        when given) and scheduler. The loss module comes first: under FSDP it shards the
+        model, and the optimizer must hold the sharded parameters."""
+        from ligo import parallel
+
+        trainer.model = model
         trainer.loss_module = self.make_loss(model)
+        trainer.optimizer = self.make_optimizer(model)
+        if optimizer_state is not None:
+            parallel.load_full_state(model, trainer.optimizer, None, optimizer_state)
+        trainer.scheduler = position_scheduler(trainer.optimizer, self.lr, trainer.progress.step)
         trainer.bare_loss = getattr(trainer.loss_module, "module", trainer.loss_module)
         trainer.flops_per_token = self.flops(model.config)
 
@@ -436,7 +461,7 @@ class GrowthSchedule:
             with torch.random.fork_rng(devices=[]):  # weights come from the checkpoint
                 model = family_of(config).build_class()(config)
             model = model.to(trainer.info.device)
-            self._install(trainer, model, self.make_optimizer(model))
+            self._install(trainer, model)
         else:
             trainer.scheduler = position_scheduler(trainer.optimizer, self.lr, step)
 

@@ -66,9 +66,29 @@ def test_activation_checkpointing_trains_the_same_weights(tmp_path, small_corpus
 def test_unsupported_combinations_are_named(tmp_path, small_corpus, cache_dir):
     with pytest.raises(ValueError, match="--parallelism must be ddp or fsdp"):
         main(argv_for(tmp_path, "x", small_corpus, cache_dir, 8, 1, "--parallelism", "zero3"))
-    with pytest.raises(ValueError, match="growth schedules run with --parallelism ddp"):
+    with pytest.raises(ValueError, match="--stage_operator ligo runs with --parallelism ddp"):
         main(argv_for(tmp_path, "y", small_corpus, cache_dir, 8, 1, "--parallelism", "fsdp",
-                      "--stages", "1,2", "--stage_steps", "2,2"))
+                      "--stages", "1,2", "--stage_steps", "2,2", "--stage_operator", "ligo"))
+
+
+@pytest.mark.parametrize("schedule", [
+    ["--stages", "1,2", "--stage_steps", "2,2"],  # depth: stacking, moments mapped
+    ["--double_at", "2:width"],  # width: staged training's doubling
+])
+def test_growth_schedule_under_fsdp_equals_one_process(schedule, tmp_path, small_corpus, cache_dir):
+    """At a growth event the sharded model and AdamW state are gathered on every rank, grown,
+    and sharded again; a run stopped after the event resumes under FSDP."""
+    main(argv_for(tmp_path, "single", small_corpus, cache_dir, 8, 1, *schedule))
+    fsdp = argv_for(tmp_path, "fsdp", small_corpus, cache_dir, 2, 2, *schedule, "--parallelism", "fsdp")
+    if "--stages" in schedule:  # stop in stage 2, resume from its checkpoint
+        torchrun(fsdp + ["--stop_after_steps", "3"])
+        assert not (tmp_path / "fsdp" / "model.safetensors").exists()
+        torchrun(fsdp + ["--should_continue"])
+    else:
+        torchrun(fsdp)
+    results = json.loads((tmp_path / "fsdp" / "results.json").read_text())
+    assert [e["step"] for e in results["growth_events"]] == [2] and results["finished"]
+    assert_same_weights(tmp_path / "single", tmp_path / "fsdp")
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
