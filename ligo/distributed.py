@@ -63,6 +63,30 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_gradients(module: torch.nn.Module, info: DistInfo) -> None:
+    """Sum every trainable parameter's gradient over the processes, in one flat buffer. For
+    loops that already scale each process's loss by the global batch (no averaging wanted)
+    and where a process may have no rows at all, which DDP does not allow; a missing
+    gradient counts as zero."""
+    if not info.enabled:
+        return
+    params = [p for p in module.parameters() if p.requires_grad]
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    for param, piece in zip(params, flat.split([g.numel() for g in grads])):
+        param.grad = piece.view_as(param)
+
+
+def all_gather_objects(value, info: DistInfo) -> list:
+    """Every process's `value`, in rank order."""
+    if not info.enabled:
+        return [value]
+    gathered = [None] * info.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def broadcast_object(value, info: DistInfo):
     """Rank 0's value on every rank."""
     if not info.enabled:

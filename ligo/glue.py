@@ -174,6 +174,7 @@ class FinetuneArgs:
     weight_decay: float = 0.01
     max_train_samples: int | None = None
     bf16: bool = False
+    data_parallel: bool = False  # every process takes a share of each batch of one run
 
 
 def _encode(tokenizer, split: Split, max_length: int):
@@ -183,12 +184,21 @@ def _encode(tokenizer, split: Split, max_length: int):
     return split.encoded[1]
 
 
-def _batches(encoded, order: np.ndarray, size: int, tokenizer):
+def _batches(encoded, order: np.ndarray, size: int, tokenizer, info=None):
+    """(rows, padded batch) for each batch of `order`. With `info`, the rows are this process's
+    contiguous share of the batch, padded to the whole batch's longest row, so the shares of
+    all processes are exactly the rows of the one-process batch (a share may be empty)."""
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoded]
     for start in range(0, len(order), size):
         part = order[start:start + size]
+        longest = max(len(encoded["input_ids"][i]) for i in part)
+        if info is not None:
+            part = np.array_split(part, info.world_size)[info.rank]
+        if len(part) == 0:
+            yield part, None
+            continue
         yield part, tokenizer.pad({k: [encoded[k][i] for i in part] for k in keys},
-                                  return_tensors="pt")
+                                  padding="max_length", max_length=longest, return_tensors="pt")
 
 
 def _targets(task: Task, split: Split) -> torch.Tensor:
@@ -198,22 +208,50 @@ def _targets(task: Task, split: Split) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model, tokenizer, task: Task, split: Split, args: FinetuneArgs) -> np.ndarray:
+def predict(model, tokenizer, task: Task, split: Split, args: FinetuneArgs,
+            info: distributed.DistInfo | None = None) -> np.ndarray:
+    """Predictions for every row of `split`; with `args.data_parallel`, each process predicts
+    a contiguous share and all of them receive the whole (collective)."""
     model.eval()
     encoded = _encode(tokenizer, split, args.max_seq_length)
-    outputs = []
-    for _, batch in _batches(encoded, np.arange(len(split.a)), args.batch_size * 2, tokenizer):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            logits = model(**batch).logits.float()
+    rows = np.arange(len(split.a))
+    share = info if args.data_parallel and info is not None and info.enabled else None
+    if share is not None:
+        rows = np.array_split(rows, share.world_size)[share.rank]
+    outputs = [torch.zeros(0, dtype=torch.float32 if task.labels is None else torch.long)]
+    for _, batch in _batches(encoded, rows, args.batch_size * 2, tokenizer):
+        with _autocast(args, model):
+            logits = model(**{k: v.to(model.device) for k, v in batch.items()}).logits.float()
         outputs.append(logits[:, 0] if task.labels is None else logits.argmax(-1))
-    predictions = torch.cat(outputs).numpy()
+    predictions = torch.cat(outputs).cpu().numpy()
+    if share is not None:
+        predictions = np.concatenate(distributed.all_gather_objects(predictions, share))
     return predictions if task.labels is None else np.asarray([task.labels[i] for i in predictions])
 
 
+def _autocast(args: FinetuneArgs, model):
+    device = next(model.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+
+def _batch_loss_sum(model, task: Task, batch: dict, targets: torch.Tensor) -> torch.Tensor:
+    """The summed loss of a batch: cross-entropy, or squared error for regression (the
+    losses transformers averages; summed here so shares of a batch add up exactly)."""
+    logits = model(**batch).logits.float()
+    if task.labels is None:
+        return torch.nn.functional.mse_loss(logits[:, 0], targets, reduction="sum")
+    return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+
+
 def finetune(model_dir: str, tokenizer, task: Task, train: Split, devs: dict[str, Split], lr: float,
-             seed: int, args: FinetuneArgs, writer=None, tag: str = ""):
+             seed: int, args: FinetuneArgs, writer=None, tag: str = "",
+             info: distributed.DistInfo | None = None):
     """One fine-tuning run, evaluated on every dev set after each epoch. Returns the best
-    epoch's dev metrics and score, and the model (weights of that epoch)."""
+    epoch's dev metrics and score, and the model (weights of that epoch).
+
+    With `args.data_parallel` every process of `info` runs this together: each computes the
+    summed loss of its share of the batch over the whole batch's size, and the gradients are
+    summed over the processes, so the step equals the one-process step on the whole batch."""
     from transformers import AutoModelForSequenceClassification
 
     from ligo.train.optim import build_optimizer, build_scheduler
@@ -225,6 +263,11 @@ def finetune(model_dir: str, tokenizer, task: Task, train: Split, devs: dict[str
         problem_type="regression" if task.labels is None else "single_label_classification")
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    model.to(info.device if info is not None else "cpu")
+    share = info if args.data_parallel and info is not None and info.enabled else None
+    if share is not None:
+        if share.rank:  # same initial weights on every process, but its own dropout masks
+            torch.manual_seed(seed + 1_000_003 * share.rank)
     encoded = _encode(tokenizer, train, args.max_seq_length)
     targets = _targets(task, train)
     rng = np.random.default_rng(seed)
@@ -235,10 +278,19 @@ def finetune(model_dir: str, tokenizer, task: Task, train: Split, devs: dict[str
     best, best_score, best_state, step = None, -math.inf, None, 0
     while step < total:
         model.train()
-        for part, batch in _batches(encoded, rng.permutation(len(train.a)), args.batch_size, tokenizer):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                loss = model(**batch, labels=targets[part]).loss
-            loss.backward()
+        for index, (part, batch) in enumerate(_batches(encoded, rng.permutation(len(train.a)),
+                                                       args.batch_size, tokenizer, share)):
+            global_rows = min(args.batch_size, len(train.a) - index * args.batch_size)
+            loss = torch.zeros((), dtype=torch.float64)
+            if batch is not None:  # under data parallelism a share can be empty
+                batch = {k: v.to(model.device) for k, v in batch.items()}
+                with _autocast(args, model):
+                    loss_sum = _batch_loss_sum(model, task, batch, targets[part].to(model.device))
+                (loss_sum / global_rows).backward()
+                loss = loss_sum.detach().double().cpu() / global_rows
+            if share is not None:
+                distributed.all_reduce_gradients(model, share)
+                loss = distributed.all_reduce_sum(loss.to(share.device), share).cpu()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
@@ -248,7 +300,8 @@ def finetune(model_dir: str, tokenizer, task: Task, train: Split, devs: dict[str
                 writer.add_scalar(f"{tag}/train_loss", loss.item(), step)
             if step >= total:
                 break
-        metrics = {name: compute_metrics(task, predict(model, tokenizer, task, dev, args), dev.labels)
+        metrics = {name: compute_metrics(task, predict(model, tokenizer, task, dev, args, info),
+                                         dev.labels)
                    for name, dev in devs.items()}
         score = task_score(task, metrics)
         if writer is not None:
@@ -334,6 +387,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--max_train_samples", type=int)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--distribute", choices=["runs", "data"], default="runs",
+                        help="under torchrun: spread the sweep's runs over the processes (runs), "
+                             "or run each run data-parallel on all of them (data)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.task_dir:
         tasks = {Path(args.task_dir).name: (custom_task(Path(args.task_dir), args.task_type), Path(args.task_dir))}
@@ -352,9 +408,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _sweep(args, tasks: dict, info) -> dict:
-    """Every (task, learning rate, seed) run; under torchrun, process r takes runs r, r + W, ...
-    and predicts the test sets with its own best run per task; process 0 then picks each
-    task's best run over all processes and publishes its predictions."""
+    """Every (task, learning rate, seed) run. Under torchrun, `--distribute runs` (default):
+    process r takes runs r, r + W, ... and predicts the test sets with its own best run per
+    task; process 0 then picks each task's best run over all processes and publishes its
+    predictions. `--distribute data`: the processes run every run together, each on a share
+    of every batch (one run's wall-clock divided), and process 0 writes."""
     import shutil
 
     from tensorboardX import SummaryWriter
@@ -365,9 +423,13 @@ def _sweep(args, tasks: dict, info) -> dict:
         shutil.rmtree(runs_dir, ignore_errors=True)
     distributed.barrier(info)
     (out / "tensorboard").mkdir(parents=True, exist_ok=True)  # before the writers: no race
-    writer = SummaryWriter(str(out / "tensorboard"), filename_suffix=f".rank{info.rank}")
+    data_parallel = args.distribute == "data"
+    writes = info.is_main or not data_parallel
+    writer = SummaryWriter(str(out / "tensorboard"), filename_suffix=f".rank{info.rank}") \
+        if writes else None
     fargs = FinetuneArgs(args.max_seq_length, args.batch_size, args.epochs,
-                         max_train_samples=args.max_train_samples, bf16=args.bf16)
+                         max_train_samples=args.max_train_samples, bf16=args.bf16,
+                         data_parallel=data_parallel)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
@@ -375,30 +437,34 @@ def _sweep(args, tasks: dict, info) -> dict:
     data: dict = {}
     local_best: dict = {}
     for index, (name, lr, seed) in enumerate(plan):
-        if index % info.world_size != info.rank:
+        if not data_parallel and index % info.world_size != info.rank:
             continue
         task, folder = tasks[name]
         if name not in data:
             data[name] = load_task_data(task, folder, args.from_hub, args.max_train_samples)
         train, devs, tests = data[name]
         metrics, score, model = finetune(args.model_dir, tokenizer, task, train, devs, lr, seed,
-                                         fargs, writer, f"{name}/lr{lr:g}_seed{seed}")
+                                         fargs, writer, f"{name}/lr{lr:g}_seed{seed}", info)
         log.info("%s lr %g seed %d: dev score %.4f", name, lr, seed, score)
         run = {"index": index, "learning_rate": lr, "seed": seed, "score": score, "dev": metrics}
         folder_out = runs_dir / name / f"run{index:03d}"
-        folder_out.mkdir(parents=True, exist_ok=True)
-        (folder_out / "result.json").write_text(json.dumps(run, indent=1))
+        if writes:
+            folder_out.mkdir(parents=True, exist_ok=True)
+            (folder_out / "result.json").write_text(json.dumps(run, indent=1))
         if name not in local_best or score > local_best[name]["score"]:
             local_best[name] = run
             for split_name, split in tests.items():  # only a new local best predicts the test set
-                write_submission(folder_out / f"{name}{split_name}.tsv", task, split,
-                                 predict(model, tokenizer, task, split, fargs))
-    writer.close()
+                predictions = predict(model, tokenizer, task, split, fargs, info)  # collective
+                if writes:
+                    write_submission(folder_out / f"{name}{split_name}.tsv", task, split, predictions)
+    if writer is not None:
+        writer.close()
     distributed.barrier(info)
     if not info.is_main:
         return {}
     (out / "submission").mkdir(parents=True, exist_ok=True)
-    results: dict = {"model": args.model_dir, "world_size": info.world_size, "tasks": {}}
+    results: dict = {"model": args.model_dir, "world_size": info.world_size,
+                     "distribute": args.distribute, "tasks": {}}
     for name, (task, folder) in tasks.items():
         runs = sorted((json.loads(p.read_text()) for p in (runs_dir / name).glob("run*/result.json")),
                       key=lambda r: r["index"])

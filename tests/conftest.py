@@ -89,14 +89,15 @@ def small_run(tmp_path_factory, small_corpus, cache_dir):
     return get
 
 
-def torchrun(argv: list[str], script: str = "run_lm_distributed.py", nproc: int = 2):
-    """Run `script` under torchrun with `nproc` gloo processes; fails the test on a non-zero exit."""
+def torchrun(argv: list[str], script: str | None = "run_lm_distributed.py", nproc: int = 2):
+    """Run `script` (None: argv says what, e.g. `-m module ...`) under torchrun with `nproc`
+    gloo processes; fails the test on a non-zero exit."""
     import subprocess
     import sys
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", str(nproc), str(REPO / script), *argv],
+                           "--nproc_per_node", str(nproc), *([str(REPO / script)] if script else []), *argv],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return done

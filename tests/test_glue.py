@@ -115,7 +115,7 @@ def test_metrics_equal_scikit_learn_and_scipy():
     assert glue_average({"CoLA": 0.2, "SST-2": 0.9, "MNLI": 0.75}) == pytest.approx(0.6166666)
 
 
-def tiny_model_dir(tmp_path):
+def tiny_model_dir(tmp_path, **changes):
     import torch
 
     from ligo.data.tokenizer import load_tokenizer, save_hf_tokenizer
@@ -124,7 +124,10 @@ def tiny_model_dir(tmp_path):
     from tests.conftest import BERT_VOCAB, CONFIGS
 
     torch.manual_seed(0)
-    build_model(load_config(CONFIGS / "bert-tiny.json"), FAMILIES["bert"]).save_pretrained(tmp_path / "model")
+    config = load_config(CONFIGS / "bert-tiny.json")
+    for key, value in changes.items():
+        setattr(config, key, value)
+    build_model(config, FAMILIES["bert"]).save_pretrained(tmp_path / "model")
     save_hf_tokenizer(load_tokenizer(BERT_VOCAB, FAMILIES["bert"]), FAMILIES["bert"], tmp_path / "model")
     return tmp_path / "model"
 
@@ -201,3 +204,44 @@ def test_torchrun_spreads_the_sweep_over_processes_with_the_same_results(tmp_pat
         assert a["score"] == pytest.approx(b["score"], abs=1e-6)
     assert (tmp_path / "two" / "submission" / "SST-2.tsv").read_text() == \
         (tmp_path / "one" / "submission" / "SST-2.tsv").read_text()
+
+
+def test_data_parallel_fine_tuning_equals_one_process(tmp_path, shared_data):
+    """--distribute data: two processes share every batch of one run (the last batch has one
+    row, so one process has none) and end with the one-process weights; main() under
+    torchrun writes the same results as one process."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from tests.conftest import REPO, torchrun
+
+    make_task(tmp_path / "glue" / "SST-2", "SST-2", n=48)
+    model = tiny_model_dir(tmp_path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    script = "tests/glue_data_parallel_check.py"
+    args = [str(model), str(tmp_path / "glue" / "SST-2")]
+    subprocess.run([sys.executable, str(REPO / script), *args, str(tmp_path / "one.pt")],
+                   check=True, cwd=REPO, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    torchrun([*args, str(tmp_path / "two.pt")], script=script)
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert one["score"] == pytest.approx(two["score"], abs=1e-9)
+    for name, value in one["state"].items():
+        torch.testing.assert_close(two["state"][name], value, rtol=0, atol=2e-6, msg=name)
+    from safetensors.torch import load_file
+
+    initial = load_file(model / "model.safetensors")
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    assert (one["state"][key] - initial[key]).abs().max() > 1e-4  # it did train
+
+    common = ["--glue_dir", str(tmp_path / "glue"), "--tasks", "SST-2", "--learning_rates", "3e-4",
+              "--seeds", "1", "--epochs", "1", "--batch_size", "16", "--max_seq_length", "48"]
+    single = main([str(model), "--output_dir", str(tmp_path / "out1"), *common])
+    torchrun(["-m", "ligo.glue", str(model), "--output_dir", str(tmp_path / "out2"),
+              "--distribute", "data", *common], script=None)
+    double = json.loads((tmp_path / "out2" / "results.json").read_text())
+    assert (double["world_size"], double["distribute"]) == (2, "data")
+    assert double["tasks"]["SST-2"]["score"] == pytest.approx(single["tasks"]["SST-2"]["score"], abs=1e-9)
+    assert (tmp_path / "out2" / "submission" / "SST-2.tsv").read_text() == \
+        (tmp_path / "out1" / "submission" / "SST-2.tsv").read_text()
+    assert len(list((tmp_path / "out2" / "tensorboard").glob("events.*"))) == 1  # process 0 only
