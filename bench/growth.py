@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -47,6 +46,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))  # the shared helpers of bench/throughput.py
 SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 PRESETS = {
@@ -329,10 +329,11 @@ def main(argv: list[str] | None = None) -> dict:
             run["movie_reviews_dev_accuracy"] = movie_review_score(out, args)
         runs[method] = run
     import torch
+    from throughput import cpu_name  # bench/throughput.py, next to this script
 
     results = {
         "command": "python bench/growth.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
         "setup": {"preset": args.preset, "source": args.source or PRESETS[args.preset]["source"],
                   "target": args.target or PRESETS[args.preset]["target"], "steps": args.steps,
@@ -356,16 +357,6 @@ def main(argv: list[str] | None = None) -> dict:
         print("matplotlib not installed (pip install 'ligo[plot]'): no plots", flush=True)
     print(markdown(results))
     return results
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _growth_positions(out: Path, result: dict) -> dict:

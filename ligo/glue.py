@@ -215,7 +215,7 @@ def predict(model, tokenizer, task: Task, split: Split, args: FinetuneArgs,
     model.eval()
     encoded = _encode(tokenizer, split, args.max_seq_length)
     rows = np.arange(len(split.a))
-    share = info if args.data_parallel and info is not None and info.enabled else None
+    share = _data_parallel_group(args, info)
     if share is not None:
         rows = np.array_split(rows, share.world_size)[share.rank]
     outputs = [torch.zeros(0, dtype=torch.float32 if task.labels is None else torch.long)]
@@ -227,6 +227,11 @@ def predict(model, tokenizer, task: Task, split: Split, args: FinetuneArgs,
     if share is not None:
         predictions = np.concatenate(distributed.all_gather_objects(predictions, share))
     return predictions if task.labels is None else np.asarray([task.labels[i] for i in predictions])
+
+
+def _data_parallel_group(args: FinetuneArgs, info):
+    """The processes that share each batch, or None when a run is one process's alone."""
+    return info if args.data_parallel and info is not None and info.enabled else None
 
 
 def _autocast(args: FinetuneArgs, model):
@@ -264,7 +269,7 @@ def finetune(model_dir: str, tokenizer, task: Task, train: Split, devs: dict[str
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.to(info.device if info is not None else "cpu")
-    share = info if args.data_parallel and info is not None and info.enabled else None
+    share = _data_parallel_group(args, info)
     if share is not None:
         if share.rank:  # same initial weights on every process, but its own dropout masks
             torch.manual_seed(seed + 1_000_003 * share.rank)
