@@ -136,6 +136,10 @@ class TrainingArguments:
                 "AdamW state sharded over the ranks)"})
     activation_checkpointing: bool = field(default=False, metadata={
         "help": "recompute each layer's activations in the backward pass (less memory)"})
+    tp_size: int = field(default=1, metadata={
+        "help": "tensor-parallel degree T: each layer's projections split over T consecutive "
+                "ranks (attention heads must divide by T); the world size must divide by T, "
+                "and with more than T processes use --parallelism fsdp over the rest"})
 
     def __post_init__(self):
         if not self.output_dir:
@@ -148,6 +152,8 @@ class TrainingArguments:
                                  f"{self.learning_rate!r}") from None
         if self.bf16 and self.fp16:
             raise ValueError("choose one of --bf16 and --fp16, not both")
+        if self.tp_size < 1:
+            raise ValueError(f"--tp_size must be at least 1, not {self.tp_size}")
         if self.parallelism not in ("ddp", "fsdp"):
             raise ValueError(f"--parallelism must be ddp or fsdp, not {self.parallelism!r}")
         if self.lr_scheduler_type not in ("linear", "cosine", "poly", "constant"):

@@ -20,6 +20,11 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    # tensor parallelism (ligo.parallel.with_tensor_parallel): consecutive ranks form a
+    # tensor-parallel group and see the same data; the data-parallel ranks are the groups
+    tp_size: int = 1
+    mesh: object = None  # the (dp, tp) DeviceMesh when tp_size > 1
+    dp_group: object = None  # process group over which data statistics are summed
 
     @property
     def is_main(self) -> bool:
@@ -28,6 +33,14 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def dp_rank(self) -> int:
+        return self.rank // self.tp_size
+
+    @property
+    def dp_size(self) -> int:
+        return self.world_size // self.tp_size
 
 
 def init_distributed() -> DistInfo:
@@ -58,8 +71,9 @@ def wrap_data_parallel(module: torch.nn.Module, info: DistInfo) -> torch.nn.Modu
 
 
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum over the data-parallel ranks (each tensor-parallel group counts once)."""
     if info.enabled:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=info.dp_group)
     return tensor
 
 

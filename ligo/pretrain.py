@@ -123,7 +123,7 @@ def prepare_run(model_args: ModelArguments, data_args: DataArguments,
                 "tokenizer_vocab": tok.get_vocab_size(with_added_tokens=True),
                 "block_size": data_args.block_size, "seed": train_args.seed,
                 "global_batch_size": train_args.per_device_train_batch_size
-                * info.world_size * train_args.gradient_accumulation_steps, **(extra_identity or {})}
+                * info.dp_size * train_args.gradient_accumulation_steps, **(extra_identity or {})}
     identity["model_config"].pop("transformers_version", None)
     prepare_output_dir(train_args, identity, info)
     data = build_lm_data(corpus, tok, ids, family, data_args, train_args.seed, info,
@@ -181,6 +181,7 @@ def run_results(trainer: Trainer, evaluation: dict, **extra) -> dict:
 def pretrain(model_args: ModelArguments, data_args: DataArguments,
              train_args: TrainingArguments, growth: GrowthArguments,
              schedule: ScheduleArguments, info: distributed.DistInfo) -> dict:
+    info = parallel.with_tensor_parallel(info, train_args.tp_size)
     extra_identity = {}
     if schedule.active:
         if train_args.parallelism != "ddp" and schedule.stages and schedule.stage_operator == "ligo":
@@ -205,7 +206,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
     events, lr_schedule = [], None
     if schedule.active:  # the first model and the events that grow it
         steps_per_epoch = max(1, len(data.train) // (train_args.per_device_train_batch_size
-                                                     * info.world_size
+                                                     * info.dp_size
                                                      * train_args.gradient_accumulation_steps))
         config, events, train_args.max_steps, first_total = plan_events(
             schedule, growth, config, train_args.max_steps, steps_per_epoch)
@@ -242,7 +243,9 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
     else:
         model = build_model(config, family, model_args.model_name_or_path)
     model = model.to(info.device)
-    torch.manual_seed(train_args.seed + info.rank)  # different dropout masks per rank
+    # different dropout masks per data-parallel rank; the same within a tensor-parallel group,
+    # whose ranks must drop the same entries of the activations they all hold
+    torch.manual_seed(train_args.seed + info.dp_rank)
     def wrap(module):
         return distributed.wrap_data_parallel(module, info)
 

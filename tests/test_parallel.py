@@ -75,20 +75,24 @@ def test_unsupported_combinations_are_named(tmp_path, small_corpus, cache_dir):
     ["--stages", "1,2", "--stage_steps", "2,2"],  # depth: stacking, moments mapped
     ["--double_at", "2:width"],  # width: staged training's doubling
 ])
-def test_growth_schedule_under_fsdp_equals_one_process(schedule, tmp_path, small_corpus, cache_dir):
+@pytest.mark.parametrize("sharding", [(2, "--parallelism", "fsdp"), (4, "--tp_size", "2")],
+                         ids=["fsdp", "tp"])
+def test_growth_schedule_sharded_equals_one_process(schedule, sharding, tmp_path, small_corpus,
+                                                    cache_dir):
     """At a growth event the sharded model and AdamW state are gathered on every rank, grown,
-    and sharded again; a run stopped after the event resumes under FSDP."""
+    and sharded again (FSDP, or tensor parallelism); a run stopped after the event resumes."""
     main(argv_for(tmp_path, "single", small_corpus, cache_dir, 8, 1, *schedule))
-    fsdp = argv_for(tmp_path, "fsdp", small_corpus, cache_dir, 2, 2, *schedule, "--parallelism", "fsdp")
+    per_device, *flags = sharding
+    sharded = argv_for(tmp_path, "sharded", small_corpus, cache_dir, per_device, 2, *schedule, *flags)
     if "--stages" in schedule:  # stop in stage 2, resume from its checkpoint
-        torchrun(fsdp + ["--stop_after_steps", "3"])
-        assert not (tmp_path / "fsdp" / "model.safetensors").exists()
-        torchrun(fsdp + ["--should_continue"])
+        torchrun(sharded + ["--stop_after_steps", "3"])
+        assert not (tmp_path / "sharded" / "model.safetensors").exists()
+        torchrun(sharded + ["--should_continue"])
     else:
-        torchrun(fsdp)
-    results = json.loads((tmp_path / "fsdp" / "results.json").read_text())
+        torchrun(sharded)
+    results = json.loads((tmp_path / "sharded" / "results.json").read_text())
     assert [e["step"] for e in results["growth_events"]] == [2] and results["finished"]
-    assert_same_weights(tmp_path / "single", tmp_path / "fsdp")
+    assert_same_weights(tmp_path / "single", tmp_path / "sharded")
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
@@ -105,6 +109,47 @@ def test_tensor_parallelism_is_refused_where_the_family_table_has_no_plan():
     config = load_config(CONFIGS / "gpt2-tiny.json")
     with pytest.raises(ValueError, match="not available for gpt2 yet"):
         apply_tensor_parallel(build_model(config, FAMILIES["gpt2"]), FAMILIES["gpt2"], None)
+
+
+def test_tensor_parallel_training_equals_one_process_and_resumes_on_one(tmp_path, small_corpus,
+                                                                         cache_dir):
+    """--tp_size 2 on 2 processes (one data-parallel group) trains the one-process weights;
+    its checkpoint, written whole, resumes on one process."""
+    single = main(argv_for(tmp_path, "single", small_corpus, cache_dir, 8, 2))
+    torchrun(argv_for(tmp_path, "tp", small_corpus, cache_dir, 8, 2, "--tp_size", "2"))
+    assert_same_weights(tmp_path / "single", tmp_path / "tp")
+    tp = json.loads((tmp_path / "tp" / "results.json").read_text())
+    assert abs(tp["eval_loss"] - single["eval_loss"]) < 1e-5
+    torchrun(argv_for(tmp_path, "tp_then_one", small_corpus, cache_dir, 8, 2, "--tp_size", "2",
+                      "--stop_after_steps", "2"))
+    main(argv_for(tmp_path, "tp_then_one", small_corpus, cache_dir, 8, 2, "--should_continue"))
+    assert_same_weights(tmp_path / "single", tmp_path / "tp_then_one")
+
+
+def test_fsdp_and_tensor_parallel_on_a_2d_mesh_equal_one_process(tmp_path, small_corpus, cache_dir):
+    """4 processes: 2 data-parallel groups (FSDP) of 2 tensor-parallel ranks each; gradient
+    clipping spans parameters on the 2-D and the 1-D mesh."""
+    single = main(argv_for(tmp_path, "single", small_corpus, cache_dir, 8, 1, "--max_grad_norm", "0.05"))
+    torchrun(argv_for(tmp_path, "2d", small_corpus, cache_dir, 4, 1, "--max_grad_norm", "0.05",
+                      "--parallelism", "fsdp", "--tp_size", "2"), nproc=4)
+    assert_same_weights(tmp_path / "single", tmp_path / "2d")
+    two_d = json.loads((tmp_path / "2d" / "results.json").read_text())
+    assert abs(two_d["eval_loss"] - single["eval_loss"]) < 1e-5
+    logged = [json.loads(line) for line in (tmp_path / "2d" / "metrics.jsonl").read_text().splitlines()]
+    clipped = [r["grad_norm"] for r in logged if r["split"] == "train"]
+    assert clipped and min(clipped) > 0.05  # the clipping above was active
+
+
+def test_tensor_parallel_sizes_that_do_not_fit_are_named():
+    from ligo.distributed import DistInfo
+    from ligo.families import FAMILIES
+    from ligo.parallel import parallelize, with_tensor_parallel
+
+    with pytest.raises(ValueError, match="--tp_size 2 must divide the number of processes"):
+        with_tensor_parallel(DistInfo(world_size=3), 2)
+    with pytest.raises(ValueError, match="combine it with --parallelism fsdp"):
+        parallelize(torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), FAMILIES["bert"],
+                    DistInfo(world_size=4, tp_size=2), "ddp")
 
 
 def test_a_grown_model_trains_the_same_under_fsdp(tmp_path, small_run, small_corpus, cache_dir):

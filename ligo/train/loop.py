@@ -73,7 +73,7 @@ class Trainer:
 
     def __post_init__(self):
         args, info = self.args, self.info
-        self.global_batch = (args.per_device_train_batch_size * info.world_size
+        self.global_batch = (args.per_device_train_batch_size * info.dp_size
                              * args.gradient_accumulation_steps)
         self.order = BatchOrder(len(self.train_blocks), self.global_batch, args.seed)
         self.autocast_dtype = (torch.bfloat16 if args.bf16 else torch.float16 if args.fp16
@@ -82,12 +82,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- batches
     def micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
-        """This rank's micro-batches of global batch `step`."""
+        """This rank's micro-batches of global batch `step` (the same on the ranks of a
+        tensor-parallel group)."""
         blocks, keys = self.order.global_indices(step)
-        size, world = self.args.per_device_train_batch_size, self.info.world_size
+        size, world = self.args.per_device_train_batch_size, self.info.dp_size
         batches = []
         for micro in range(self.args.gradient_accumulation_steps):
-            start = (micro * world + self.info.rank) * size
+            start = (micro * world + self.info.dp_rank) * size
             part = slice(start, start + size)
             batch = self.collator(self.train_blocks.batch(blocks[part]), keys[part])
             batches.append({k: v.to(self.info.device, non_blocking=True) for k, v in batch.items()})
@@ -110,9 +111,10 @@ class Trainer:
         batches = self.micro_batches(step)
         global_tokens = distributed.all_reduce_sum(
             torch.stack([self.label_tokens(b) for b in batches]).sum().double(), self.info)
-        # DDP averages gradients over ranks; multiplying by world size makes the result the
-        # gradient of (sum of losses over the global batch) / (label tokens in it)
-        scale = self.info.world_size / global_tokens.clamp(min=1)
+        # DDP / FSDP average gradients over the data-parallel ranks; multiplying by their
+        # number makes the result the gradient of (sum of losses over the global batch) /
+        # (label tokens in it)
+        scale = self.info.dp_size / global_tokens.clamp(min=1)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.info.device)
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
@@ -123,7 +125,7 @@ class Trainer:
             loss_sum += out["loss_sum"].detach().double()
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        grad_norm = parallel.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -135,10 +137,11 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         self.bare_loss.eval()
         size = self.args.per_device_eval_batch_size
-        limit = min(len(self.valid_blocks), self.args.eval_max_batches * size * self.info.world_size)
+        ranks = self.info.dp_size
+        limit = min(len(self.valid_blocks), self.args.eval_max_batches * size * ranks)
         if parallel.is_sharded(self.model):  # sharded forwards are collective: equal shares
-            limit = max(self.info.world_size, limit - limit % self.info.world_size)
-        mine = np.arange(self.info.rank, limit, self.info.world_size)  # strided shard per rank
+            limit = max(ranks, limit - limit % ranks)
+        mine = np.arange(self.info.dp_rank, limit, ranks)  # strided shard per data-parallel rank
         totals = block_loss_totals(self.bare_loss, self.valid_blocks, self.collator, mine, size,
                                    self.info.device, self.autocast)
         loss_sum, tokens, correct = distributed.all_reduce_sum(totals, self.info).tolist()
@@ -177,7 +180,7 @@ class Trainer:
         else:
             log.warning("checkpoint was written by %d processes, now %d: dropout RNG reseeded",
                         len(state["rng"]), self.info.world_size)
-            torch.manual_seed(self.args.seed + self.info.rank + state["progress"]["step"])
+            torch.manual_seed(self.args.seed + self.info.dp_rank + state["progress"]["step"])
         self.progress = Progress(**state["progress"])
 
     def save(self) -> None:

@@ -45,6 +45,12 @@ def adam_state_from_names(model: torch.nn.Module, named: dict[str, dict], templa
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
                     betas: tuple[float, float], eps: float) -> torch.optim.AdamW:
     groups = param_groups(model, weight_decay)
+    meshes = {getattr(p, "device_mesh", None) for g in groups for p in g["params"]}
+    if len(meshes) > 1:
+        # tensor parallelism leaves plain tensors beside DTensors (or DTensors on two meshes
+        # under FSDP): the fused and foreach kernels take one kind per call, so update one
+        # parameter at a time
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=False)
     # the fused kernel (CPU and CUDA) does the whole update in one pass over memory
     try:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
