@@ -14,6 +14,7 @@ Adding a family means adding one record (and its tests).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import transformers
@@ -112,6 +113,12 @@ class Family:
     layers_path: str = ""  # the ModuleList of transformer layers (sharded one by one)
     # tensor parallelism: module (relative to a layer) -> colwise | rowwise; None: not yet
     tp_plan: dict[str, str] | None = None
+    # a column-parallel module whose output is k blocks side by side (GPT-2's fused q|k|v):
+    # each rank takes its slice of every block
+    tp_fused: dict[str, int] = dataclasses.field(default_factory=dict)
+    # sizes the layer's forward reads that become per-rank sizes (GPT-2 splits its fused
+    # projection by `split_size`; BERT's reshapes infer the local head count)
+    tp_divide: tuple[str, ...] = ()
 
     def build_class(self):
         return getattr(transformers, self.model_class)
@@ -155,7 +162,10 @@ FAMILIES: dict[str, Family] = {
     "gpt2": Family("gpt2", "GPT2LMHeadModel", "clm", "lm_head", GPT2_SPECIALS,
                    keys=_gpt2_keys(), tied={"lm_head.weight": "embed.word"},
                    pre_layernorm=True, head_transform=False, prepend_bos=False,
-                   layers_path="transformer.h"),
+                   layers_path="transformer.h",
+                   tp_plan={"attn.c_attn": "colwise", "attn.c_proj": "rowwise",
+                            "mlp.c_fc": "colwise", "mlp.c_proj": "rowwise"},
+                   tp_fused={"attn.c_attn": 3}, tp_divide=("attn.split_size",)),
 }
 
 

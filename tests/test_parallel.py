@@ -14,9 +14,13 @@ from tests.conftest import CONFIGS, run_argv, torchrun, write_config
 TOLERANCE = dict(rtol=0, atol=2e-6)
 
 
-def argv_for(tmp_path, out, small_corpus, cache_dir, per_device, accumulation, *extra):
-    config = write_config(tmp_path, "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    argv = run_argv(tmp_path / out, "bert", small_corpus, cache_dir, "--max_steps", "4",
+NO_DROPOUT = {"bert": dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+              "gpt2": dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)}
+
+
+def argv_for(tmp_path, out, small_corpus, cache_dir, per_device, accumulation, *extra, family="bert"):
+    config = write_config(tmp_path, family, **NO_DROPOUT[family])
+    argv = run_argv(tmp_path / out, family, small_corpus, cache_dir, "--max_steps", "4",
                     "--eval_steps", "4", "--ckpt_steps", "2", "--save_total_limit", "3",
                     "--gradient_accumulation_steps", str(accumulation), *extra, config=config)
     argv[argv.index("--per_device_train_batch_size") + 1] = str(per_device)
@@ -95,20 +99,30 @@ def test_growth_schedule_sharded_equals_one_process(schedule, sharding, tmp_path
     assert_same_weights(tmp_path / "single", tmp_path / "sharded")
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta"])
-def test_tensor_parallel_layers_give_the_unsharded_logits_and_gradients(family):
+@pytest.mark.parametrize("family,sharded", [("bert", 24), ("roberta", 24), ("gpt2", 16)])
+def test_tensor_parallel_layers_give_the_unsharded_logits_and_gradients(family, sharded):
+    """Linear layers (BERT, RoBERTa) and GPT-2's Conv1D layers with the fused q|k|v."""
     done = torchrun([str(CONFIGS / f"{family}-tiny.json")], script="tests/tensor_parallel_check.py")
-    assert "TP_OK 24" in done.stdout
+    assert f"TP_OK {sharded}" in done.stdout
 
 
-def test_tensor_parallelism_is_refused_where_the_family_table_has_no_plan():
+def test_tensor_parallelism_is_refused_without_a_plan_or_with_heads_that_do_not_divide():
+    import dataclasses
+
     from ligo.families import FAMILIES
     from ligo.models import build_model, load_config
     from ligo.parallel import apply_tensor_parallel
 
+    class Mesh:
+        def size(self):
+            return 3
+
     config = load_config(CONFIGS / "gpt2-tiny.json")
+    model = build_model(config, FAMILIES["gpt2"])
     with pytest.raises(ValueError, match="not available for gpt2 yet"):
-        apply_tensor_parallel(build_model(config, FAMILIES["gpt2"]), FAMILIES["gpt2"], None)
+        apply_tensor_parallel(model, dataclasses.replace(FAMILIES["gpt2"], tp_plan=None), Mesh())
+    with pytest.raises(ValueError, match="2 attention heads do not divide over 3"):
+        apply_tensor_parallel(model, FAMILIES["gpt2"], Mesh())
 
 
 def test_tensor_parallel_training_equals_one_process_and_resumes_on_one(tmp_path, small_corpus,
@@ -126,12 +140,15 @@ def test_tensor_parallel_training_equals_one_process_and_resumes_on_one(tmp_path
     assert_same_weights(tmp_path / "single", tmp_path / "tp_then_one")
 
 
-def test_fsdp_and_tensor_parallel_on_a_2d_mesh_equal_one_process(tmp_path, small_corpus, cache_dir):
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_fsdp_and_tensor_parallel_on_a_2d_mesh_equal_one_process(family, tmp_path, small_corpus,
+                                                                 cache_dir):
     """4 processes: 2 data-parallel groups (FSDP) of 2 tensor-parallel ranks each; gradient
-    clipping spans parameters on the 2-D and the 1-D mesh."""
-    single = main(argv_for(tmp_path, "single", small_corpus, cache_dir, 8, 1, "--max_grad_norm", "0.05"))
+    clipping spans parameters on the 2-D and the 1-D mesh. GPT-2's fused q|k|v included."""
+    single = main(argv_for(tmp_path, "single", small_corpus, cache_dir, 8, 1, "--max_grad_norm",
+                           "0.05", family=family))
     torchrun(argv_for(tmp_path, "2d", small_corpus, cache_dir, 4, 1, "--max_grad_norm", "0.05",
-                      "--parallelism", "fsdp", "--tp_size", "2"), nproc=4)
+                      "--parallelism", "fsdp", "--tp_size", "2", family=family), nproc=4)
     assert_same_weights(tmp_path / "single", tmp_path / "2d")
     two_d = json.loads((tmp_path / "2d" / "results.json").read_text())
     assert abs(two_d["eval_loss"] - single["eval_loss"]) < 1e-5
