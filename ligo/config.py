@@ -136,6 +136,11 @@ class TrainingArguments:
                 "AdamW state sharded over the ranks)"})
     activation_checkpointing: bool = field(default=False, metadata={
         "help": "recompute each layer's activations in the backward pass (less memory)"})
+    checkpoint_format: str = field(default="full", metadata={
+        "help": "full: rank 0 gathers the whole model and AdamW state into one state.pt; "
+                "sharded: every rank writes its own shards with torch.distributed.checkpoint "
+                "(nothing gathered; for models beyond one host's memory). Either resumes with "
+                "any world size and parallelism"})
     tp_size: int = field(default=1, metadata={
         "help": "tensor-parallel degree T: each layer's projections split over T consecutive "
                 "ranks (attention heads must divide by T); the world size must divide by T, "
@@ -152,6 +157,9 @@ class TrainingArguments:
                                  f"{self.learning_rate!r}") from None
         if self.bf16 and self.fp16:
             raise ValueError("choose one of --bf16 and --fp16, not both")
+        if self.checkpoint_format not in ("full", "sharded"):
+            raise ValueError(f"--checkpoint_format must be full or sharded, not "
+                             f"{self.checkpoint_format!r}")
         if self.tp_size < 1:
             raise ValueError(f"--tp_size must be at least 1, not {self.tp_size}")
         if self.parallelism not in ("ddp", "fsdp"):

@@ -50,9 +50,11 @@ def main(argv: list[str] | None = None) -> dict:
 def train_operator(model_args: ModelArguments, data_args: DataArguments,
                    train_args: TrainingArguments, ligo_args: LiGOArguments,
                    info: distributed.DistInfo) -> dict:
-    if train_args.parallelism != "ddp" or train_args.tp_size != 1:
-        raise ValueError("LiGO operator training runs with --parallelism ddp (the operator is "
-                         "small; the large model is only a meta-device skeleton)")
+    if (train_args.parallelism != "ddp" or train_args.tp_size != 1
+            or train_args.checkpoint_format != "full"):
+        raise ValueError("LiGO operator training runs with --parallelism ddp, no --tp_size and "
+                         "full checkpoints (the operator is small; the large model is only a "
+                         "meta-device skeleton)")
     if train_args.warmup_ratio is None:
         train_args.warmup_ratio = DEFAULT_WARMUP_RATIO
     options = ligo_args.options()

@@ -171,16 +171,68 @@ def full_model_state(model: torch.nn.Module, every_rank: bool = False) -> dict:
                                                                 cpu_offload=not every_rank))
 
 
+@contextlib.contextmanager
+def _own_kernels(optimizer: torch.optim.Optimizer):
+    """Loading a state dict overwrites each group's settings; keep the optimizer's own kernel
+    choice (a state saved by a fused AdamW loads into a per-parameter one, as tensor
+    parallelism needs, and back)."""
+    kernels = [{k: group[k] for k in ("fused", "foreach") if k in group}
+               for group in optimizer.param_groups]
+    yield
+    for group, kernel in zip(optimizer.param_groups, kernels):
+        group.update(kernel)
+
+
 def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     model_state: dict | None, optim_state: dict) -> None:
     """The inverse of `full_state`, for any parallelism and world size (model_state None:
-    the optimizer only). The optimizer keeps its own kernel choice: a state saved by a fused
-    AdamW loads into a per-parameter one (tensor parallelism) and back."""
-    kernels = [{k: group[k] for k in ("fused", "foreach") if k in group}
-               for group in optimizer.param_groups]
-    _load_full_state(model, optimizer, model_state, optim_state)
-    for group, kernel in zip(optimizer.param_groups, kernels):
-        group.update(kernel)
+    the optimizer only)."""
+    with _own_kernels(optimizer):
+        _load_full_state(model, optimizer, model_state, optim_state)
+
+
+def sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """This rank's shards of the model and AdamW state, keyed by parameter name, for
+    `torch.distributed.checkpoint.save` (collective under FSDP / TP). A fresh optimizer is
+    left out: DCP would create its state by a zero-gradient step."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+    if not optimizer.state:
+        return {"model": get_model_state_dict(model)}
+    model_state, optim_state = get_state_dict(model, optimizer)
+    return {"model": model_state, "optimizer": optim_state}
+
+
+def load_sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path,
+                       with_optimizer: bool) -> None:
+    """Read a `sharded_state` written by any world size and parallelism into this rank's
+    shards (DCP reads the pieces each rank needs)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_state_dict,
+                                                         set_model_state_dict, set_state_dict)
+
+    with _own_kernels(optimizer):
+        if not with_optimizer:
+            state = {"model": get_model_state_dict(model)}
+            dcp.load(state, checkpoint_id=str(path))
+            set_model_state_dict(model, state["model"])
+            return
+        model_state, optim_state = get_state_dict(model, optimizer)  # templates to read into
+        state = {"model": model_state, "optimizer": optim_state}
+        dcp.load(state, checkpoint_id=str(path))
+        set_state_dict(model, optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optimizer"])
+
+
+def indexed_optimizer_state(model: torch.nn.Module, by_name: dict) -> dict:
+    """An AdamW state keyed by parameter name (DCP's layout) in the plain layout, indexed in
+    `named_param_groups` order."""
+    decay, no_decay = named_param_groups(model)
+    names = decay + no_decay
+    index = {name: i for i, name in enumerate(names)}
+    return {"state": {i: by_name["state"][n] for i, n in enumerate(names) if n in by_name["state"]},
+            "param_groups": [{**group, "params": [index[n] for n in group["params"]]}
+                             for group in by_name["param_groups"]]}
 
 
 def _load_full_state(model, optimizer, model_state, optim_state) -> None:

@@ -163,7 +163,7 @@ def build_trainer(loss_module: torch.nn.Module, model: torch.nn.Module, setup: R
     if train_args.should_continue:
         found = load_latest_valid(Path(train_args.output_dir))
         if found:
-            trainer.load_state(found[1])
+            trainer.load_state(found[1], found[0])
             log.info("resuming from %s (step %d)", found[0], trainer.progress.step)
         else:
             log.info("--should_continue: no valid checkpoint in %s, starting fresh",

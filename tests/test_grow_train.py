@@ -70,6 +70,9 @@ def test_warmup_longer_than_the_run_and_bad_input_are_refused(tmp_path, small_ru
     with pytest.raises(ValueError, match="--tune_depth: the depth does not change"):
         run(cfg=write_config(tmp_path, "bert", hidden_size=128, num_attention_heads=4,
                              intermediate_size=512))
+    for unsupported in (["--parallelism", "fsdp"], ["--tp_size", "2"], ["--checkpoint_format", "sharded"]):
+        with pytest.raises(ValueError, match="LiGO operator training runs with --parallelism ddp"):
+            run(*unsupported)
     assert not (tmp_path / "o").exists()  # refused before anything was written
 
 

@@ -79,8 +79,9 @@ def test_unsupported_combinations_are_named(tmp_path, small_corpus, cache_dir):
     ["--stages", "1,2", "--stage_steps", "2,2"],  # depth: stacking, moments mapped
     ["--double_at", "2:width"],  # width: staged training's doubling
 ])
-@pytest.mark.parametrize("sharding", [(2, "--parallelism", "fsdp"), (4, "--tp_size", "2")],
-                         ids=["fsdp", "tp"])
+@pytest.mark.parametrize("sharding", [(2, "--parallelism", "fsdp"),
+                                      (4, "--tp_size", "2", "--checkpoint_format", "sharded")],
+                         ids=["fsdp", "tp-sharded-checkpoints"])
 def test_growth_schedule_sharded_equals_one_process(schedule, sharding, tmp_path, small_corpus,
                                                     cache_dir):
     """At a growth event the sharded model and AdamW state are gathered on every rank, grown,
@@ -155,6 +156,63 @@ def test_fsdp_and_tensor_parallel_on_a_2d_mesh_equal_one_process(family, tmp_pat
     logged = [json.loads(line) for line in (tmp_path / "2d" / "metrics.jsonl").read_text().splitlines()]
     clipped = [r["grad_norm"] for r in logged if r["split"] == "train"]
     assert clipped and min(clipped) > 0.05  # the clipping above was active
+
+
+def test_sharded_checkpoints_resume_with_another_world_size_and_parallelism(tmp_path, small_corpus,
+                                                                            cache_dir):
+    """--checkpoint_format sharded: every rank writes its shards (torch.distributed.checkpoint),
+    nothing is gathered; FSDP on 2 -> 1 process, and 1 process -> TP on 2, equal an
+    uninterrupted run."""
+    main(argv_for(tmp_path, "straight", small_corpus, cache_dir, 8, 1))
+    sharded = ["--checkpoint_format", "sharded"]
+    torchrun(argv_for(tmp_path, "two_then_one", small_corpus, cache_dir, 4, 1, "--parallelism",
+                      "fsdp", "--stop_after_steps", "2", *sharded))
+    folder = tmp_path / "two_then_one" / "checkpoint-0000002"
+    assert len(list((folder / "shards").glob("*.distcp"))) == 2  # one file per rank
+    assert "model" not in torch.load(folder / "state.pt", weights_only=True)
+    main(argv_for(tmp_path, "two_then_one", small_corpus, cache_dir, 8, 1, "--should_continue"))
+    assert_same_weights(tmp_path / "straight", tmp_path / "two_then_one")
+    main(argv_for(tmp_path, "one_then_tp", small_corpus, cache_dir, 8, 1, "--stop_after_steps", "2",
+                  *sharded))
+    torchrun(argv_for(tmp_path, "one_then_tp", small_corpus, cache_dir, 8, 1, "--tp_size", "2",
+                      "--should_continue", *sharded))
+    assert_same_weights(tmp_path / "straight", tmp_path / "one_then_tp")
+
+
+def test_sharded_checkpoint_after_an_optimizer_reset_resumes_the_same(tmp_path, small_corpus,
+                                                                      cache_dir):
+    """Right after a growth event that resets AdamW the optimizer has no state yet; the sharded
+    checkpoint leaves it out rather than let DCP create it with a zero-gradient step."""
+    schedule = ["--stages", "1,2", "--stage_steps", "2,2", "--reset_optimizer", "--checkpoint_format",
+                "sharded"]
+    main(argv_for(tmp_path, "straight", small_corpus, cache_dir, 8, 1, *schedule))
+    main(argv_for(tmp_path, "resumed", small_corpus, cache_dir, 8, 1, *schedule, "--stop_after_steps", "2"))
+    state = torch.load(tmp_path / "resumed" / "checkpoint-0000002" / "state.pt", weights_only=True)
+    assert state["optimizer_saved"] is False
+    main(argv_for(tmp_path, "resumed", small_corpus, cache_dir, 8, 1, *schedule, "--should_continue"))
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_growth_reads_a_sharded_source_run_like_a_full_one(tmp_path, small_corpus, cache_dir):
+    """The weights and AdamW moments a grown model starts from are the same whether the source
+    run wrote full or sharded checkpoints."""
+    from ligo.models import load_config
+    from ligo.operators import grow_for_training
+    from ligo.train.optim import build_optimizer
+
+    for form in ("full", "sharded"):
+        main(argv_for(tmp_path, form, small_corpus, cache_dir, 8, 1, "--checkpoint_format", form))
+    large = load_config(write_config(tmp_path, "bert", num_hidden_layers=4))
+    grown = {form: grow_for_training(tmp_path / form, large, depth="stack")
+             for form in ("full", "sharded")}
+    for key, value in grown["full"][0].state_dict().items():
+        torch.testing.assert_close(grown["sharded"][0].state_dict()[key], value, rtol=0, atol=0)
+    template = build_optimizer(grown["full"][0], 1e-3, 0.01, (0.9, 0.98), 1e-6).state_dict()
+    full, sharded = grown["full"][1](template), grown["sharded"][1](template)
+    assert full["state"].keys() == sharded["state"].keys() and full["state"]
+    for index, moments in full["state"].items():
+        for name, value in moments.items():
+            torch.testing.assert_close(sharded["state"][index][name], value, rtol=0, atol=0)
 
 
 def test_tensor_parallel_sizes_that_do_not_fit_are_named():

@@ -147,15 +147,20 @@ def grow_for_training(source_dir: str | Path, large_config, reset_optimizer: boo
     match; without one, the folder's HF model is grown and the optimizer state is None.
     Returns (model, map_state) where map_state(template) -> AdamW state_dict or None.
     """
-    from ligo.train.checkpoint import load_latest_valid
+    from ligo.parallel import indexed_optimizer_state
+    from ligo.train.checkpoint import load_latest_valid, whole_state
 
     small_config, state = read_model_dir(source_dir)
     found = None if reset_optimizer else load_latest_valid(Path(source_dir))
     family = family_of(small_config)
     small = family.build_class()(small_config)
+    if found:
+        found = (found[0], whole_state(*found))
     small.load_state_dict(found[1]["model"] if found else state)
     model = grow(small, large_config, **options)
-    if not found:
+    if not found or found[1].get("optimizer_saved") is False:  # none, or fresh after an event
         return model, None
     source_optimizer = found[1]["optimizer"]
+    if found[1].get("sharded"):  # DCP keeps AdamW state by parameter name
+        source_optimizer = indexed_optimizer_state(small, source_optimizer)
     return model, lambda template: grow_adam_state(small, source_optimizer, model, template, **options)

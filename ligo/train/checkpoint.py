@@ -2,7 +2,9 @@
 
 A checkpoint is a folder `checkpoint-<step>/` with `state.pt` (everything needed to continue:
 model, optimizer, scheduler, scaler, RNG states, step, tokens, FLOPs, seconds) and
-`meta.json` (the step and the SHA-256 of state.pt). It is written into a temporary folder,
+`meta.json` (the step and the SHA-256 of every file). A sharded checkpoint
+(--checkpoint_format sharded) keeps the model and optimizer out of state.pt, in `shards/`,
+written by every rank with torch.distributed.checkpoint. It is written into a temporary folder,
 flushed to disk and renamed into place, so a crash mid-write leaves at most a stray
 temporary folder, never a half-written checkpoint under a valid name. Loading checks the
 digest; a corrupt or partial checkpoint is reported and the previous one used instead.
@@ -22,6 +24,7 @@ import torch
 
 log = logging.getLogger(__name__)
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
+SHARDS = "shards"  # a sharded checkpoint's torch.distributed.checkpoint folder
 
 
 class CheckpointError(RuntimeError):
@@ -61,24 +64,61 @@ def save_checkpoint(output_dir: Path, step: int, state: dict, keep_last: int) ->
     tmp = Path(tempfile.mkdtemp(dir=output_dir, prefix=f".{final.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o755)  # mkdtemp creates 0700
     try:
-        torch.save(state, tmp / "state.pt")
-        _fsync(tmp / "state.pt")
-        meta = {"step": step, "sha256": _sha256(tmp / "state.pt")}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        _fsync(tmp / "meta.json")
-        if final.exists():  # same step saved again: swap, then drop the old copy
-            old = final.with_name(final.name + ".old")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        _fsync(output_dir)
+        _commit(tmp, final, step, state, keep_last)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    for _, older in list_checkpoints(output_dir)[:-keep_last]:
+    return final
+
+
+def _commit(tmp: Path, final: Path, step: int, state: dict, keep_last: int) -> None:
+    """Write state.pt and meta.json (with the digest of every file) into `tmp`, then rename
+    it into place as `final` and drop checkpoints beyond the last `keep_last`."""
+    torch.save(state, tmp / "state.pt")
+    _fsync(tmp / "state.pt")
+    meta = {"step": step, "sha256": _sha256(tmp / "state.pt")}
+    if (tmp / SHARDS).is_dir():
+        meta["shards"] = {f.name: _sha256(f) for f in sorted((tmp / SHARDS).iterdir())}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    _fsync(tmp / "meta.json")
+    if final.exists():  # same step saved again: swap, then drop the old copy
+        old = final.with_name(final.name + ".old")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    _fsync(final.parent)
+    for _, older in list_checkpoints(final.parent)[:-keep_last]:
         shutil.rmtree(older)
+
+
+def save_sharded_checkpoint(output_dir: Path, step: int, state: dict, shards: dict,
+                            keep_last: int, info) -> Path:
+    """Collective: every rank writes its own `shards` (torch.distributed.checkpoint, into
+    `shards/`), rank 0 the small `state` and the digests, then renames the folder into place.
+    Nothing is gathered, so the model size is not bounded by one host's memory."""
+    import torch.distributed.checkpoint as dcp
+
+    from ligo import distributed
+
+    output_dir = Path(output_dir)
+    final = output_dir / f"checkpoint-{step:07d}"
+    tmp = output_dir / f".{final.name}.sharded.tmp"  # one name every rank can compute
+    if info.is_main:
+        if tmp.exists():  # left by a crash mid-write
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    distributed.barrier(info)
+    dcp.save(shards, checkpoint_id=str(tmp / SHARDS))  # fsyncs its files
+    distributed.barrier(info)
+    if info.is_main:
+        try:
+            _commit(tmp, final, step, {**state, "sharded": True}, keep_last)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    distributed.barrier(info)
     return final
 
 
@@ -95,6 +135,10 @@ def load_checkpoint(folder: Path) -> dict:
     if _sha256(state_path) != meta.get("sha256"):
         raise CheckpointError(f"{state_path} does not match its recorded SHA-256 (corrupt or "
                               "truncated)")
+    for name, digest in meta.get("shards", {}).items():
+        shard = folder / SHARDS / name
+        if not shard.is_file() or _sha256(shard) != digest:
+            raise CheckpointError(f"{shard} is missing or does not match its recorded SHA-256")
     try:
         return torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means unusable
@@ -109,3 +153,17 @@ def load_latest_valid(output_dir: Path) -> tuple[Path, dict] | None:
         except CheckpointError as error:
             log.warning("skipping checkpoint at step %d: %s", step, error)
     return None
+
+
+def whole_state(folder: Path, state: dict) -> dict:
+    """`state` (from `load_checkpoint`) with the model and AdamW state in one process's
+    memory, as a full checkpoint holds them; the AdamW state of a sharded checkpoint stays
+    keyed by parameter name (see ligo.parallel.indexed_optimizer_state)."""
+    if not state.get("sharded"):
+        return state
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    with tempfile.TemporaryDirectory() as scratch:
+        dcp_to_torch_save(str(Path(folder) / SHARDS), Path(scratch) / "whole.pt")
+        whole = torch.load(Path(scratch) / "whole.pt", map_location="cpu", weights_only=True)
+    return {**state, **whole}

@@ -17,7 +17,7 @@ from ligo import distributed, parallel
 from ligo.config import TrainingArguments
 from ligo.data.blocks import BatchOrder, TokenBlocks
 from ligo.data.collators import IGNORE_INDEX
-from ligo.train.checkpoint import save_checkpoint
+from ligo.train.checkpoint import SHARDS, save_checkpoint, save_sharded_checkpoint
 from ligo.train.metrics import MetricsLogger, format_line
 
 log = logging.getLogger(__name__)
@@ -150,15 +150,19 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict:
+        """Everything a full checkpoint holds (collective: every rank takes part)."""
+        model_state, optimizer_state = parallel.full_state(self.model, self.optimizer)
+        return {**self.loop_state(), "model": model_state, "optimizer": optimizer_state}
+
+    def loop_state(self) -> dict:
+        """All but the model and optimizer (collective: the RNG of every rank)."""
         rng = torch.get_rng_state()
         all_rng = [rng]
         if self.info.enabled:
             all_rng = [None] * self.info.world_size
             torch.distributed.all_gather_object(all_rng, rng)
-        growth = {} if self.growth is None else {
-            "growth": self.growth.state(), "model_config": self.model.config.to_dict()}
-        model_state, optimizer_state = parallel.full_state(self.model, self.optimizer)  # collective
-        return {**growth, "model": model_state, "optimizer": optimizer_state,
+        growth = {} if self.growth is None else {"growth": self.growth.state()}
+        return {**growth, "model_config": self.model.config.to_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": all_rng,
                 "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
@@ -168,11 +172,18 @@ class Trainer:
                                   "batch_in_epoch": self.progress.step % self.order.steps_per_epoch,
                                   "global_batch": self.global_batch, "seed": self.args.seed}}
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict, folder: Path | None = None) -> None:
+        """Continue from a checkpoint `state` (read from `folder`), full or sharded, written
+        by any world size and parallelism."""
         if self.growth is not None and "growth" in state:  # the architecture of that step
             self.growth.restore(self, state["growth"], state["model_config"],
                                 state["progress"]["step"])
-        parallel.load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
+        if state.get("sharded"):
+            parallel.load_sharded_state(self.model, self.optimizer, Path(folder) / SHARDS,
+                                        state["optimizer_saved"])
+        else:
+            parallel.load_full_state(self.model, self.optimizer, state["model"],
+                                     state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if len(state["rng"]) == self.info.world_size:
@@ -184,6 +195,14 @@ class Trainer:
         self.progress = Progress(**state["progress"])
 
     def save(self) -> None:
+        if self.args.checkpoint_format == "sharded":  # every rank writes its own shards
+            shards = parallel.sharded_state(self.model, self.optimizer)
+            state = {**self.loop_state(), "optimizer_saved": "optimizer" in shards}
+            path = save_sharded_checkpoint(Path(self.args.output_dir), self.progress.step, state,
+                                           shards, self.args.save_total_limit, self.info)
+            if self.info.is_main:
+                log.info("saved %s (sharded)", path)
+            return
         state = self.state()  # collective: every rank takes part
         if self.info.is_main:
             path = save_checkpoint(Path(self.args.output_dir), self.progress.step, state,

@@ -24,3 +24,10 @@ def test_model_states_are_16_bytes_per_parameter_and_fsdp_divides_them():
 def test_gpt2_large_sized_config_has_gpt2_larges_parameter_count():
     assert memory_plan.parameters(load_config(CONFIGS / "gpt2-36L-1280H.json")) == pytest.approx(
         774e6, rel=0.01)
+
+
+def test_tensor_parallel_column_reduces_to_fsdp_at_tp_1_and_shrinks_with_tp():
+    config = load_config(CONFIGS / "gpt2-36L-1280H.json")
+    one, two, four = (memory_plan.plan(config, 1024, 8, 8, tp) for tp in (1, 2, 4))
+    assert one["fsdp_tp_ac"] == pytest.approx(one["fsdp_ac"])
+    assert four["fsdp_tp_ac"] < two["fsdp_tp_ac"] < one["fsdp_tp_ac"]

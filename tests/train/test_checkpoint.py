@@ -67,3 +67,25 @@ def test_meta_records_the_digest(tmp_path):
     folder = ckpt.save_checkpoint(tmp_path, 7, state(7.0), keep_last=1)
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["step"] == 7 and len(meta["sha256"]) == 64
+
+
+def test_sharded_checkpoint_round_trips_checks_every_shard_and_reads_whole(tmp_path, caplog):
+    """One process writes torch.distributed.checkpoint shards (no process group needed); a
+    damaged shard makes that checkpoint invalid and the previous one is used."""
+    from ligo.distributed import DistInfo
+
+    for step in (1, 2):
+        shards = {"model": {"w": torch.full((3,), float(step))}}
+        ckpt.save_sharded_checkpoint(tmp_path, step, {"step": step}, shards, 3, DistInfo())
+    folder = tmp_path / "checkpoint-0000002"
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["shards"] and all((folder / "shards" / name).is_file() for name in meta["shards"])
+    found_folder, state = ckpt.load_latest_valid(tmp_path)
+    assert found_folder == folder and state["sharded"] and "model" not in state
+    assert torch.equal(ckpt.whole_state(folder, state)["model"]["w"], torch.full((3,), 2.0))
+    damaged = next(f for f in (folder / "shards").iterdir() if f.suffix == ".distcp")
+    damaged.write_bytes(damaged.read_bytes()[:-4])
+    found_folder, state = ckpt.load_latest_valid(tmp_path)
+    assert found_folder.name == "checkpoint-0000001" and state["step"] == 1
+    assert "does not match its recorded SHA-256" in caplog.text
+    assert not list(tmp_path.glob(".*.tmp"))  # nothing left half-written
