@@ -126,6 +126,8 @@ def prepare_run(model_args: ModelArguments, data_args: DataArguments,
                 * info.dp_size * train_args.gradient_accumulation_steps, **(extra_identity or {})}
     identity["model_config"].pop("transformers_version", None)
     prepare_output_dir(train_args, identity, info)
+    if info.is_main:  # from the start, so a checkpoint exported mid-run (ligo.export) has it
+        save_hf_tokenizer(tok, family, train_args.output_dir)
     data = build_lm_data(corpus, tok, ids, family, data_args, train_args.seed, info,
                          progress=not train_args.disable_tqdm)
     return RunSetup(config, family, tok, data, identity)

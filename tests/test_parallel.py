@@ -158,6 +158,26 @@ def test_fsdp_and_tensor_parallel_on_a_2d_mesh_equal_one_process(family, tmp_pat
     assert clipped and min(clipped) > 0.05  # the clipping above was active
 
 
+def assert_exports_the_weights_of(sharded_folder, full_folder, tmp_path):
+    """python -m ligo.export turns the sharded checkpoint into an HF folder that
+    AutoModelForMaskedLM loads, holding the weights the full checkpoint of that step holds."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from ligo.export import main as export
+    from ligo.train.checkpoint import load_checkpoint
+
+    export([str(sharded_folder), "--output_dir", str(tmp_path / "exported")])
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "exported")
+    assert AutoTokenizer.from_pretrained(tmp_path / "exported").mask_token == "[MASK]"
+    expected = load_checkpoint(full_folder)["model"]
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, expected[key], **TOLERANCE, msg=key)
+    with pytest.raises(FileExistsError, match="is not empty"):
+        export([str(sharded_folder), "--output_dir", str(tmp_path / "exported")])
+    with pytest.raises(FileNotFoundError, match="holds no valid checkpoint"):
+        export([str(tmp_path / "exported"), "--output_dir", str(tmp_path / "again")])
+
+
 def test_sharded_checkpoints_resume_with_another_world_size_and_parallelism(tmp_path, small_corpus,
                                                                             cache_dir):
     """--checkpoint_format sharded: every rank writes its shards (torch.distributed.checkpoint),
@@ -170,6 +190,7 @@ def test_sharded_checkpoints_resume_with_another_world_size_and_parallelism(tmp_
     folder = tmp_path / "two_then_one" / "checkpoint-0000002"
     assert len(list((folder / "shards").glob("*.distcp"))) == 2  # one file per rank
     assert "model" not in torch.load(folder / "state.pt", weights_only=True)
+    assert_exports_the_weights_of(folder, tmp_path / "straight" / "checkpoint-0000002", tmp_path)
     main(argv_for(tmp_path, "two_then_one", small_corpus, cache_dir, 8, 1, "--should_continue"))
     assert_same_weights(tmp_path / "straight", tmp_path / "two_then_one")
     main(argv_for(tmp_path, "one_then_tp", small_corpus, cache_dir, 8, 1, "--stop_after_steps", "2",
