@@ -161,8 +161,10 @@ class Trainer:
         if self.info.enabled:
             all_rng = [None] * self.info.world_size
             torch.distributed.all_gather_object(all_rng, rng)
-        growth = {} if self.growth is None else {"growth": self.growth.state()}
-        return {**growth, "model_config": self.model.config.to_dict(),
+        extra = {} if self.growth is None else {"growth": self.growth.state()}
+        if hasattr(self.model, "config"):  # an HF model (not a LiGO operator): for ligo.export
+            extra["model_config"] = self.model.config.to_dict()
+        return {**extra,
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": all_rng,
                 "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
