@@ -125,20 +125,27 @@ def test_grow_with_the_operator_and_pretrain_end_to_end(tmp_path, small_run, sma
                                                "--max_steps", "5", "--eval_steps", "5"))
     expected = materialise(load_operator(op)).state_dict()
 
-    def pretrain(out, *extra):
+    def argv(out, *extra):
         argv = run_argv(out, "bert", small_corpus, cache_dir, "--grow_scheme", "ligo",
                         "--source_model_path", str(source), "--pretrained_ligo_path", str(op),
                         "--warmup_steps", "0", "--max_steps", "2", "--eval_steps", "2",
                         *extra, config=config)
-        return pretrain_main([a for i, a in enumerate(argv) if not (
-            a == "--tokenizer_path" or argv[i - 1] == "--tokenizer_path")])
+        return [a for i, a in enumerate(argv) if not (
+            a == "--tokenizer_path" or argv[i - 1] == "--tokenizer_path")]
+
+    def pretrain(out, *extra):
+        return pretrain_main(argv(out, *extra))
 
     # at learning rate 0 the run's weights are the materialised operator's (and the tokenizer
-    # comes from the source folder: no --tokenizer_path)
+    # comes from the source folder: no --tokenizer_path), also when the materialised model is
+    # sharded (FSDP + tensor parallelism on 2 processes) and gathered back at the end
     frozen = pretrain(tmp_path / "frozen", "--learning_rate", "0")
-    weights = load_file(tmp_path / "frozen" / "model.safetensors")
-    for key, tensor in weights.items():
-        torch.testing.assert_close(tensor, expected[key], rtol=0, atol=0, msg=key)
+    torchrun(argv(tmp_path / "frozen_sharded", "--learning_rate", "0", "--parallelism", "fsdp",
+                  "--tp_size", "2"))
+    for run in ("frozen", "frozen_sharded"):
+        weights = load_file(tmp_path / run / "model.safetensors")
+        for key, tensor in weights.items():
+            torch.testing.assert_close(tensor, expected[key], rtol=0, atol=0, msg=key)
     # the operator's training is part of the run's cost
     assert frozen["growth_flops"] == operator_results["flops"]
     assert frozen["flops"] == pytest.approx(operator_results["flops"]
