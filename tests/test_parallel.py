@@ -128,10 +128,12 @@ def test_tensor_parallelism_is_refused_without_a_plan_or_with_heads_that_do_not_
 
 def test_tensor_parallel_training_equals_one_process_and_resumes_on_one(tmp_path, small_corpus,
                                                                          cache_dir):
-    """--tp_size 2 on 2 processes (one data-parallel group) trains the one-process weights;
-    its checkpoint, written whole, resumes on one process."""
+    """--tp_size 2 on 2 processes (one data-parallel group; activation checkpointing, whose
+    recomputation repeats the collectives) trains the one-process weights; its checkpoint,
+    written whole, resumes on one process."""
     single = main(argv_for(tmp_path, "single", small_corpus, cache_dir, 8, 2))
-    torchrun(argv_for(tmp_path, "tp", small_corpus, cache_dir, 8, 2, "--tp_size", "2"))
+    torchrun(argv_for(tmp_path, "tp", small_corpus, cache_dir, 8, 2, "--tp_size", "2",
+                      "--activation_checkpointing"))
     assert_same_weights(tmp_path / "single", tmp_path / "tp")
     tp = json.loads((tmp_path / "tp" / "results.json").read_text())
     assert abs(tp["eval_loss"] - single["eval_loss"]) < 1e-5
