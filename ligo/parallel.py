@@ -24,7 +24,7 @@ import torch
 from ligo.distributed import DistInfo, wrap_data_parallel
 from ligo.families import Family
 from ligo.tensor_parallel import apply_tensor_parallel, layers_of
-from ligo.train.optim import named_param_groups
+from ligo.train.optim import adam_state_from_names, named_adam_state, named_param_groups
 
 PARALLELISMS = ("ddp", "fsdp")
 
@@ -147,12 +147,7 @@ def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         options=StateDictOptions(full_state_dict=True, cpu_offload=not every_rank))
     if "state" not in optim_state:  # gathered on rank 0 only (cpu_offload): others save nothing
         return model_state, {}
-    decay, no_decay = named_param_groups(model)
-    names = decay + no_decay
-    indexed = {"state": {i: optim_state["state"][n] for i, n in enumerate(names)
-                         if n in optim_state["state"]},
-               "param_groups": optimizer.state_dict()["param_groups"]}
-    return model_state, indexed
+    return model_state, adam_state_from_names(model, optim_state["state"], optimizer.state_dict())
 
 
 def full_model_state(model: torch.nn.Module, every_rank: bool = False) -> dict:
@@ -223,11 +218,10 @@ def indexed_optimizer_state(model: torch.nn.Module, by_name: dict) -> dict:
     """An AdamW state keyed by parameter name (DCP's layout) in the plain layout, indexed in
     `named_param_groups` order."""
     decay, no_decay = named_param_groups(model)
-    names = decay + no_decay
-    index = {name: i for i, name in enumerate(names)}
-    return {"state": {i: by_name["state"][n] for i, n in enumerate(names) if n in by_name["state"]},
-            "param_groups": [{**group, "params": [index[n] for n in group["params"]]}
-                             for group in by_name["param_groups"]]}
+    index = {name: i for i, name in enumerate(decay + no_decay)}
+    groups = [{**group, "params": [index[n] for n in group["params"]]}
+              for group in by_name["param_groups"]]
+    return adam_state_from_names(model, by_name["state"], {"param_groups": groups})
 
 
 def _load_full_state(model, optimizer, model_state, optim_state) -> None:
@@ -247,7 +241,7 @@ def _load_full_state(model, optimizer, model_state, optim_state) -> None:
 
     decay, no_decay = named_param_groups(model)
     names = decay + no_decay
-    by_name = {"state": {names[i]: s for i, s in optim_state["state"].items()},
+    by_name = {"state": named_adam_state(model, optim_state),
                "param_groups": [{**group, "params": [names[i] for i in group["params"]]}
                                 for group in optim_state["param_groups"]]}
     options = StateDictOptions(full_state_dict=True)
