@@ -15,18 +15,14 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
 log = logging.getLogger("ligo.export")
 
 
 def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
     """Write checkpoint `checkpoint` (a checkpoint-N folder, or a run folder: its newest valid
     checkpoint) to `output_dir` as an HF model with the run's tokenizer."""
-    import transformers
-
-    from ligo.families import family_of
     from ligo.grow_model import TOKENIZER_FILES
+    from ligo.models import config_from_dict, model_from_state
     from ligo.train.checkpoint import PATTERN, load_checkpoint, load_latest_valid, whole_state
 
     folder = Path(checkpoint)
@@ -43,11 +39,7 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
         raise ValueError(f"{folder} was written before checkpoints recorded the model config; "
                          "export the run's final model folder instead")
     state = whole_state(folder, state)
-    config_dict = state["model_config"]
-    config = transformers.CONFIG_MAPPING[config_dict["model_type"]].from_dict(config_dict)
-    with torch.random.fork_rng(devices=[]):  # every weight comes from the checkpoint
-        model = family_of(config).build_class()(config)
-    model.load_state_dict(state["model"])
+    model = model_from_state(config_from_dict(state["model_config"], folder), state["model"])
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))

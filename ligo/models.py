@@ -19,15 +19,32 @@ def load_config(path: str | Path):
         values = json.loads(file.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"model config {file} is not valid JSON: {error}") from error
+    return config_from_dict(values, file)
+
+
+def config_from_dict(values: dict, source: str | Path = "the config"):
+    """A `transformers` config from its dict (a config.json, or one recorded in a checkpoint
+    or operator), validated; `source` names it in errors."""
     model_type = values.get("model_type")
     if model_type not in transformers.CONFIG_MAPPING:
-        raise ValueError(f"unknown model type {model_type!r} in {file}")
+        raise ValueError(f"unknown model type {model_type!r} in {source}")
     config = transformers.CONFIG_MAPPING[model_type].from_dict(values)
     family_of(config)  # only the families we describe
     if config.hidden_size % config.num_attention_heads:
-        raise ValueError(f"{file}: hidden size {config.hidden_size} is not divisible by "
+        raise ValueError(f"{source}: hidden size {config.hidden_size} is not divisible by "
                          f"{config.num_attention_heads} attention heads")
     return config
+
+
+def model_from_state(config, state: dict):
+    """The HF model of `config` holding `state` (strictly, in the state's dtype). Its random
+    initialisation is overwritten, so it runs on a forked RNG: the caller's stays untouched."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        model = family_of(config).build_class()(config)
+    model.to(next(iter(state.values())).dtype).load_state_dict(state, strict=True)
+    return model
 
 
 def ffn_size(config) -> int:

@@ -27,7 +27,7 @@ from ligo.data.corpus import resolve_corpus
 from ligo.data.pipeline import LMData, align_config_with_tokenizer, build_lm_data, obtain_tokenizer
 from ligo.data.tokenizer import save_hf_tokenizer
 from ligo.families import Family, family_of
-from ligo.models import build_model, check_block_size, load_config
+from ligo.models import build_model, check_block_size, load_config, model_from_state
 from ligo.operators import grow_for_training
 from ligo.operators.learned import grow_with_operator
 from ligo.schedule import (GrowthSchedule, LRSchedule, SlopeRule, auto_learning_rate, final_config,
@@ -292,9 +292,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
     if results["finished"] and parallel.is_sharded(model):  # export: gather, then a plain model
         state = parallel.full_model_state(model)  # collective
         if info.is_main:
-            with torch.random.fork_rng(devices=[]):
-                model = family.build_class()(model.config)
-            model.load_state_dict(state)
+            model = model_from_state(model.config, state)
     if info.is_main:
         if results["finished"]:
             model.save_pretrained(train_args.output_dir)

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from ligo.models import ffn_size
+from ligo.models import config_from_dict, ffn_size, model_from_state
 from ligo.train.optim import lr_multiplier
 
 log = logging.getLogger(__name__)
@@ -377,16 +377,12 @@ class GrowthSchedule:
         """The model and its AdamW state as one process would hold them: a sharded (FSDP)
         model is gathered onto every rank as a plain model (collective), then grown there."""
         from ligo import parallel
-        from ligo.families import family_of
 
         model = trainer.model
         if not parallel.is_sharded(model):
             return model, trainer.optimizer.state_dict()
         model_state, optimizer_state = parallel.full_state(model, trainer.optimizer, every_rank=True)
-        with torch.random.fork_rng(devices=[]):  # weights come from the gathered state
-            whole = family_of(model.config).build_class()(model.config)
-        whole.load_state_dict(model_state)
-        return whole, optimizer_state
+        return model_from_state(model.config, model_state), optimizer_state
 
     def _install(self, trainer, model, optimizer_state: dict | None = None) -> None:
         """The training loop's model, loss module, optimizer (loaded with `optimizer_state`
@@ -445,8 +441,6 @@ class GrowthSchedule:
     def restore(self, trainer, state: dict, config_dict: dict, step: int) -> None:
         """Before the trainer loads a checkpoint: the events fired by then, and the model,
         optimizer and scheduler rebuilt at the checkpoint's architecture."""
-        import transformers
-
         from ligo.families import family_of
 
         self.fired = list(state["fired"])
@@ -456,7 +450,7 @@ class GrowthSchedule:
         if self.rule is not None:
             self.rule.history = [tuple(p) for p in state["history"]]
             self.rule.since = state["since"]
-        config = transformers.CONFIG_MAPPING[config_dict["model_type"]].from_dict(config_dict)
+        config = config_from_dict(config_dict, "the checkpoint's model config")
         if config.to_diff_dict() != trainer.model.config.to_diff_dict():
             with torch.random.fork_rng(devices=[]):  # weights come from the checkpoint
                 model = family_of(config).build_class()(config)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ligo.families import family_of
-from ligo.models import load_config, read_model_dir
+from ligo.models import load_config, model_from_state, read_model_dir
 from ligo.operators.depth import DEPTH_OPERATORS
 from ligo.operators.width import WIDTH_OPERATORS, check_width_growth
 from ligo.roles import Roles, check_state_matches_config, from_roles, to_roles
@@ -131,11 +131,7 @@ def grow(small, large_config, depth: str = "stack", width: str | None = None,
     else:
         small_config, state = small.config, {k: v.detach() for k, v in small.state_dict().items()}
     grown = grow_state(state, small_config, large_config, depth=depth, width=width, **options)
-    dtype = next(iter(state.values())).dtype
-    with torch.random.fork_rng(devices=[]):  # its init is overwritten: keep the caller's RNG
-        model = family_of(large_config).build_class()(large_config).to(dtype)
-    model.load_state_dict(grown, strict=True)
-    return model
+    return model_from_state(large_config, grown)
 
 
 def grow_for_training(source_dir: str | Path, large_config, reset_optimizer: bool = False,

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ligo.families import LAYER_ROLES, ROLE_AXES, Family, family_of
-from ligo.models import ffn_size, load_config
+from ligo.models import config_from_dict, ffn_size, load_config, model_from_state
 from ligo.roles import Roles, expected_shapes, from_roles, to_roles
 
 log = logging.getLogger(__name__)
@@ -322,11 +322,7 @@ def materialise(operator: LiGO):
     """An ordinary HF model holding the operator's current output (no graph, no operator)."""
     with torch.no_grad():
         state = {k: v.detach() for k, v in operator().items()}
-    dtype = next(iter(state.values())).dtype
-    with torch.random.fork_rng(devices=[]):  # its init is overwritten: keep the caller's RNG
-        model = operator.family.build_class()(operator.large_config).to(dtype)
-    model.load_state_dict(state, strict=True)
-    return model
+    return model_from_state(operator.large_config, state)
 
 
 def skeleton(config, device: torch.device | str = "cpu"):
@@ -437,9 +433,7 @@ def read_description(folder: str | Path) -> dict:
 
 
 def _check_same_shapes(saved: dict, config, what: str, folder: Path) -> None:
-    import transformers
-
-    saved_config = transformers.CONFIG_MAPPING[saved["model_type"]].from_dict(saved)
+    saved_config = config_from_dict(saved, folder)
     expected, given = shape_signature(saved_config), shape_signature(config)
     changed = [f"{k} {expected[k]} (operator) vs {given[k]} (given)"
                for k in expected if expected[k] != given[k]]
@@ -450,17 +444,14 @@ def _check_same_shapes(saved: dict, config, what: str, folder: Path) -> None:
 
 def load_operator(folder: str | Path, source_config=None, target_config=None) -> LiGO:
     """The operator saved in `folder`; refused if it was trained for other configs."""
-    import transformers
-
     folder = Path(folder)
     description = read_description(folder)
     if source_config is not None:
         _check_same_shapes(description["source_config"], source_config, "source", folder)
     if target_config is not None:
         _check_same_shapes(description["target_config"], target_config, "target", folder)
-    small_config, large_config = (
-        transformers.CONFIG_MAPPING[d["model_type"]].from_dict(d)
-        for d in (description["source_config"], description["target_config"]))
+    small_config, large_config = (config_from_dict(d, folder)
+                                  for d in (description["source_config"], description["target_config"]))
     if target_config is not None:
         large_config = target_config  # same shapes; the caller's dropout, ids etc. apply
     try:
