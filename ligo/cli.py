@@ -29,7 +29,9 @@ def run(main, argv: list[str] | None = None):
         if os.environ.get("LIGO_DEBUG"):
             raise
         sys.exit(f"error: {error}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    from ligo.distributed import launched_world_size
+
+    if launched_world_size() > 1:
         _exit_without_interpreter_teardown()
     return result
 
