@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""Does pretraining help fine-tuning at this scale? Checkpoints of one pretraining run against
+the same architecture from random init, fine-tuned with exactly the same budget.
+
+Every model gets the same tokenizer (the run's), task, label budget, learning-rate sweep,
+seeds, epochs and therefore fine-tuning steps (`ligo.glue`, best dev score over the sweep).
+The random init is built from the run's own config.json under --init_seed.
+
+    python bench/pretraining_transfer.py --output_dir out/transfer            # pretrains bert-tiny first
+    python bench/pretraining_transfer.py --pretrained_run out/bert --steps 5000 20000 \\
+        --output_dir out/transfer                                             # reuse a run
+    python bench/pretraining_transfer.py --table bench/results/pretraining_transfer.json
+
+Writes <output_dir>/transfer.json (setup, pretraining command, eval loss per checkpoint,
+scores) and transfer.md (the table).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def pretrain(args, workdir: Path) -> Path:
+    """A fresh pretraining run that keeps a checkpoint at every step of --steps."""
+    from ligo.pretrain import main as pretrain_main
+
+    run = workdir / "pretrain"
+    every = math.gcd(*args.steps)
+    config = json.loads(Path(args.config_name).read_text())
+    for item in filter(None, args.config_overrides.split(",")):
+        key, value = item.split("=")
+        config[key] = json.loads(value)
+    (workdir / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    pretrain_main(["--config", str(REPO / "configs" / f"{args.family}_wiki.txt"),
+                   "--config_name", str(workdir / "config.json"), "--output_dir", str(run),
+                   "--overwrite_output_dir", "--train_files", *args.train_files,
+                   "--max_steps", str(max(args.steps)), "--ckpt_steps", str(every),
+                   "--eval_steps", str(every), "--save_total_limit", str(len(args.steps) + 1000),
+                   "--cache_dir", str(workdir / "cache"), "--disable_tqdm",
+                   *shlex.split(args.pretrain_args)])
+    return run
+
+
+def eval_losses(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    return {r["step"]: r["loss"] for r in rows if r["split"] == "eval"}
+
+
+def random_init_like(model_dir: Path, out: Path, seed: int) -> Path:
+    """The architecture of `model_dir` from random init, with its tokenizer files."""
+    import torch
+
+    from ligo.families import family_of
+    from ligo.grow_model import TOKENIZER_FILES
+    from ligo.models import build_model, load_config
+
+    config = load_config(model_dir)
+    torch.manual_seed(seed)
+    build_model(config, family_of(config)).save_pretrained(out)
+    for name in TOKENIZER_FILES:
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, out / name)
+    return out
+
+
+def fine_tune(model_dir: Path, args, out: Path) -> dict:
+    from ligo.glue import main as glue
+
+    results = glue([str(model_dir), "--task_dir", args.task_dir, "--output_dir", str(out),
+                    "--learning_rates", *map(str, args.learning_rates),
+                    "--seeds", *map(str, args.seeds), "--epochs", str(args.epochs),
+                    "--max_seq_length", str(args.max_seq_length),
+                    *(["--max_train_samples", str(args.max_train_samples)] if args.max_train_samples else [])])
+    task = next(iter(results["tasks"].values()))
+    return {"score": task["score"], "learning_rate": task["best"]["learning_rate"],
+            "seed": task["best"]["seed"], "majority_dev_accuracy": task.get("majority_dev_accuracy")}
+
+
+def markdown_table(result: dict) -> str:
+    random_score = result["random_init"]["score"]
+    lines = ["| model | pretraining steps | eval loss | dev score | vs random init |",
+             "|---|---:|---:|---:|---:|",
+             f"| random init | 0 | | {100 * random_score:.1f} | |"]
+    for row in result["pretrained"]:
+        loss = "" if row["eval_loss"] is None else f"{row['eval_loss']:.2f}"
+        lines.append(f"| pretrained | {row['step']} | {loss} | {100 * row['score']:.1f} | "
+                     f"{100 * (row['score'] - random_score):+.1f} |")
+    majority = result["random_init"].get("majority_dev_accuracy")
+    if majority is not None:
+        lines.append(f"| majority class | | | {100 * majority:.1f} | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir")
+    parser.add_argument("--pretrained_run", help="an existing ligo.pretrain output_dir (else pretrain one)")
+    parser.add_argument("--steps", type=int, nargs="+", help="checkpoint steps to fine-tune "
+                        "(default: 1000 3000 for a fresh run, the final model of a given run)")
+    parser.add_argument("--family", choices=["bert", "roberta", "gpt2"], default="bert",
+                        help="which recipe configs/<family>_wiki.txt a fresh run starts from")
+    parser.add_argument("--config_name", default=str(REPO / "configs" / "bert-tiny.json"))
+    parser.add_argument("--config_overrides", default="vocab_size=8192,hidden_dropout_prob=0,"
+                        "attention_probs_dropout_prob=0", help="key=value,... changed in --config_name "
+                        "(the default: a WordPiece vocabulary trained on the corpus, no dropout)")
+    parser.add_argument("--train_files", nargs="+", default=[str(SHARED / "corpus" / name) for name in (
+        "brown.txt", "wiki.txt", "news.txt")] + sorted(map(str, (SHARED / "corpus" / "gutenberg").glob("*.txt"))))
+    parser.add_argument("--pretrain_args", default="--documents line --block_size 128 --learning_rate 1e-3 "
+                        "--lr_scheduler_type constant --warmup_steps 300 --bf16 false",
+                        help="more ligo.pretrain flags for a fresh run (one string)")
+    parser.add_argument("--task_dir", default=str(SHARED / "classify" / "movie_reviews"))
+    parser.add_argument("--max_train_samples", type=int, default=2000)
+    parser.add_argument("--learning_rates", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--max_seq_length", type=int, default=64)
+    parser.add_argument("--init_seed", type=int, default=0)
+    parser.add_argument("--table", help="print the markdown table of a transfer.json and exit")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())), end="")
+        return json.loads(Path(args.table).read_text())
+    if not args.output_dir:
+        parser.error("--output_dir is required")
+    from ligo.export import export_checkpoint
+
+    workdir = Path(args.output_dir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.pretrained_run:
+        run = Path(args.pretrained_run)
+    else:
+        args.steps = args.steps or [1000, 3000]
+        run = pretrain(args, workdir)
+    losses = eval_losses(run)
+    if args.steps:
+        models = {step: export_checkpoint(run / f"checkpoint-{step:07d}", workdir / f"model-{step}")
+                  for step in args.steps}
+    else:  # the run's final model folder
+        final = json.loads((run / "results.json").read_text())["step"]
+        models = {final: run}
+    first = next(iter(models.values()))
+    random_dir = random_init_like(first, workdir / "random-init", args.init_seed)
+    result = {"command": "python bench/pretraining_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "pretraining": {"run": str(run), "flags": None if args.pretrained_run else args.pretrain_args,
+                              "config_overrides": None if args.pretrained_run else args.config_overrides,
+                              **json.loads((run / "run.json").read_text())},
+              "setup": {k: getattr(args, k) for k in ("task_dir", "max_train_samples", "learning_rates",
+                                                     "seeds", "epochs", "max_seq_length", "init_seed")},
+              "random_init": fine_tune(random_dir, args, workdir / "glue-random-init"),
+              "pretrained": []}
+    for step, model_dir in models.items():
+        row = {"step": step, "eval_loss": losses.get(step), **fine_tune(model_dir, args, workdir / f"glue-{step}")}
+        result["pretrained"].append(row)
+    (workdir / "transfer.json").write_text(json.dumps(result, indent=1) + "\n")
+    (workdir / "transfer.md").write_text(markdown_table(result))
+    print(markdown_table(result), end="")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""bench/pretraining_transfer.py: the same fine-tuning for a run's checkpoints and a random init."""
+import importlib.util
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import REPO, SHARED
+
+spec = importlib.util.spec_from_file_location("bench_transfer", REPO / "bench" / "pretraining_transfer.py")
+transfer = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(transfer)
+
+
+def test_table_reports_each_checkpoint_against_random_init():
+    result = {"random_init": {"score": 0.6, "majority_dev_accuracy": 0.511},
+              "pretrained": [{"step": 100, "eval_loss": 6.5, "score": 0.55},
+                             {"step": 200, "eval_loss": None, "score": 0.65}]}
+    lines = transfer.markdown_table(result).splitlines()
+    assert lines[2] == "| random init | 0 | | 60.0 | |"
+    assert lines[3] == "| pretrained | 100 | 6.50 | 55.0 | -5.0 |"
+    assert lines[4] == "| pretrained | 200 |  | 65.0 | +5.0 |"
+    assert lines[5] == "| majority class | | | 51.1 | |"
+
+
+def test_fresh_run_fine_tunes_every_checkpoint_and_a_random_init_of_the_same_model(tmp_path, shared_data):
+    out = tmp_path / "transfer"
+    result = transfer.main(["--output_dir", str(out), "--steps", "10", "20",
+                            "--config_overrides", "vocab_size=2048,hidden_dropout_prob=0",
+                            "--train_files", str(SHARED / "corpus" / "news.txt"),
+                            "--pretrain_args", "--documents line --block_size 32 --bf16 false",
+                            "--learning_rates", "1e-3", "--seeds", "1", "--epochs", "1",
+                            "--max_train_samples", "64"])
+    assert [row["step"] for row in result["pretrained"]] == [10, 20]
+    assert all(row["eval_loss"] > 0 for row in result["pretrained"])
+    assert json.loads((out / "transfer.json").read_text()) == result
+    assert (out / "transfer.md").read_text() == transfer.markdown_table(result)
+    assert result["pretraining"]["config_overrides"].startswith("vocab_size=2048")
+    # the random init has the checkpoints' architecture and tokenizer, not their weights
+    random_dir, trained_dir = out / "random-init", out / "model-20"
+    assert json.loads((random_dir / "config.json").read_text())["vocab_size"] == 2048
+    assert (random_dir / "tokenizer.json").read_text() == (trained_dir / "tokenizer.json").read_text()
+    random_state = load_file(str(random_dir / "model.safetensors"))
+    trained_state = load_file(str(trained_dir / "model.safetensors"))
+    assert random_state.keys() == trained_state.keys()
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(random_state[key], trained_state[key])
+    # every model was fine-tuned with the same sweep
+    for folder in ("glue-random-init", "glue-10", "glue-20"):
+        runs = json.loads((out / folder / "results.json").read_text())["tasks"]["movie_reviews"]["runs"]
+        assert [(r["learning_rate"], r["seed"]) for r in runs] == [(1e-3, 1)]
