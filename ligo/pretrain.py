@@ -163,7 +163,7 @@ def build_trainer(loss_module: torch.nn.Module, model: torch.nn.Module, setup: R
                       setup.identity, MetricsLogger(train_args.output_dir, info.is_main),
                       growth=growth)
     if train_args.should_continue:
-        found = load_latest_valid(Path(train_args.output_dir))
+        found = load_latest_valid(Path(train_args.output_dir), info)
         if found:
             trainer.load_state(found[1], found[0])
             log.info("resuming from %s (step %d)", found[0], trainer.progress.step)
@@ -236,7 +236,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
                  model_args.config_name, growth_cost.get("flops", 0.0), growth_cost.get("seconds", 0.0))
     elif growth.source_model_path:
         model, map_source_optimizer = grow_for_training(
-            growth.source_model_path, config, growth.reset_optimizer, **growth.operator_options())
+            growth.source_model_path, config, growth.reset_optimizer, info=info,
+            **growth.operator_options())
         log.info("grew %s into %s (%s%s); AdamW %s", growth.source_model_path,
                  model_args.config_name, growth.grow_scheme,
                  f" + {growth.width_scheme}" if growth.width_scheme else "",

@@ -135,19 +135,20 @@ def grow(small, large_config, depth: str = "stack", width: str | None = None,
 
 
 def grow_for_training(source_dir: str | Path, large_config, reset_optimizer: bool = False,
-                      **options):
+                      info=None, **options):
     """The grown model for a training run, and the source run's AdamW state mapped onto it.
 
     Unless `reset_optimizer`, the newest valid checkpoint in `source_dir` (a finished or
     interrupted run's output folder) supplies both the weights and the moments, so the two
     match; without one, the folder's HF model is grown and the optimizer state is None.
+    Under torch.distributed (`info`) rank 0 alone verifies that checkpoint for all ranks.
     Returns (model, map_state) where map_state(template) -> AdamW state_dict or None.
     """
     from ligo.parallel import indexed_optimizer_state
     from ligo.train.checkpoint import load_latest_valid, whole_state
 
     small_config, state = read_model_dir(source_dir)
-    found = None if reset_optimizer else load_latest_valid(Path(source_dir))
+    found = None if reset_optimizer else load_latest_valid(Path(source_dir), info)
     family = family_of(small_config)
     small = family.build_class()(small_config)
     if found:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from ligo import distributed
+
 log = logging.getLogger(__name__)
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 SHARDS = "shards"  # a sharded checkpoint's torch.distributed.checkpoint folder
@@ -100,8 +102,6 @@ def save_sharded_checkpoint(output_dir: Path, step: int, state: dict, shards: di
     Nothing is gathered, so the model size is not bounded by one host's memory."""
     import torch.distributed.checkpoint as dcp
 
-    from ligo import distributed
-
     output_dir = Path(output_dir)
     final = output_dir / f"checkpoint-{step:07d}"
     tmp = output_dir / f".{final.name}.sharded.tmp"  # one name every rank can compute
@@ -122,8 +122,9 @@ def save_sharded_checkpoint(output_dir: Path, step: int, state: dict, shards: di
     return final
 
 
-def load_checkpoint(folder: Path) -> dict:
-    """The state saved in `folder`; CheckpointError if it is missing, partial or corrupt."""
+def load_checkpoint(folder: Path, verify: bool = True) -> dict:
+    """The state saved in `folder`; CheckpointError if it is missing, partial or corrupt.
+    `verify=False` skips the SHA-256 checks (another process already made them)."""
     folder = Path(folder)
     meta_path, state_path = folder / "meta.json", folder / "state.pt"
     if not state_path.is_file() or not meta_path.is_file():
@@ -132,12 +133,12 @@ def load_checkpoint(folder: Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{meta_path} is not valid JSON: {error}") from error
-    if _sha256(state_path) != meta.get("sha256"):
+    if verify and _sha256(state_path) != meta.get("sha256"):
         raise CheckpointError(f"{state_path} does not match its recorded SHA-256 (corrupt or "
                               "truncated)")
     for name, digest in meta.get("shards", {}).items():
         shard = folder / SHARDS / name
-        if not shard.is_file() or _sha256(shard) != digest:
+        if not shard.is_file() or (verify and _sha256(shard) != digest):
             raise CheckpointError(f"{shard} is missing or does not match its recorded SHA-256")
     try:
         return torch.load(state_path, map_location="cpu", weights_only=True)
@@ -145,8 +146,24 @@ def load_checkpoint(folder: Path) -> dict:
         raise CheckpointError(f"{state_path} cannot be loaded: {error}") from error
 
 
-def load_latest_valid(output_dir: Path) -> tuple[Path, dict] | None:
-    """Newest checkpoint that loads; broken ones are reported and skipped."""
+def load_latest_valid(output_dir: Path, info: distributed.DistInfo | None = None
+                      ) -> tuple[Path, dict] | None:
+    """Newest checkpoint that loads; broken ones are reported and skipped.
+
+    Under torch.distributed (`info`) rank 0 alone checks the digests and broadcasts the
+    folder it chose; the other ranks load that folder unchecked. Every shard file is then
+    hashed once, not once per rank, and all ranks resume from the same step even if they
+    would have seen the files differently."""
+    if info is None or not info.enabled:
+        return _newest_valid(output_dir)
+    found = _newest_valid(output_dir) if info.is_main else None
+    chosen = distributed.broadcast_object(None if found is None else str(found[0]), info)
+    if chosen is None:
+        return None
+    return found if info.is_main else (Path(chosen), load_checkpoint(Path(chosen), verify=False))
+
+
+def _newest_valid(output_dir: Path) -> tuple[Path, dict] | None:
     for step, folder in reversed(list_checkpoints(output_dir)):
         try:
             return folder, load_checkpoint(folder)

@@ -59,6 +59,28 @@ def test_corrupt_checkpoint_is_reported_and_skipped(tmp_path, caplog, damage):
     assert "skipping checkpoint at step 2" in caplog.text
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_under_distributed_only_rank_0_hashes_and_every_rank_takes_its_choice(tmp_path, monkeypatch,
+                                                                            rank):
+    """Rank 0 skips the damaged newest checkpoint; rank 1 loads the folder rank 0 broadcast
+    without hashing anything (it would not have to see the damage itself)."""
+    from ligo.distributed import DistInfo
+
+    ckpt.save_checkpoint(tmp_path, 1, state(1.0), keep_last=3)
+    latest = ckpt.save_checkpoint(tmp_path, 2, state(2.0), keep_last=3)
+    (latest / "state.pt").write_bytes((latest / "state.pt").read_bytes()[:-10] + bytes(10))
+    broadcast = []
+    monkeypatch.setattr(ckpt.distributed, "broadcast_object",
+                        lambda value, info: broadcast.append(value) or str(tmp_path / "checkpoint-0000001"))
+    if rank == 1:
+        monkeypatch.setattr(ckpt, "_sha256", lambda path: pytest.fail(f"rank 1 hashed {path}"))
+    folder, loaded = ckpt.load_latest_valid(tmp_path, DistInfo(rank=rank, world_size=2))
+    assert folder.name == "checkpoint-0000001" and loaded["progress"]["step"] == 1
+    assert broadcast == [str(tmp_path / "checkpoint-0000001") if rank == 0 else None]
+    monkeypatch.setattr(ckpt.distributed, "broadcast_object", lambda value, info: None)
+    assert ckpt.load_latest_valid(tmp_path, DistInfo(rank=rank, world_size=2)) is None  # none valid
+
+
 def test_no_checkpoint_at_all(tmp_path):
     assert ckpt.load_latest_valid(tmp_path) is None
 
