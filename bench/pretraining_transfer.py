@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))
+RECIPE = "transfer_pretraining.json"  # how this script pretrained a run, kept for reuse
 
 
 def pretrain(args, workdir: Path) -> Path:
@@ -48,12 +49,16 @@ def pretrain(args, workdir: Path) -> Path:
                    "--eval_steps", str(every), "--save_total_limit", str(len(args.steps) + 1000),
                    "--cache_dir", str(workdir / "cache"), "--disable_tqdm",
                    *shlex.split(args.pretrain_args)])
+    (run / RECIPE).write_text(json.dumps({"train_files": args.train_files, "flags": args.pretrain_args,
+                                          "config_overrides": args.config_overrides}, indent=1) + "\n")
     return run
 
 
-def eval_losses(run: Path) -> dict[int, float]:
+def evaluations(run: Path) -> dict[int, dict]:
+    """The run's eval loss, tokens and training seconds at each evaluated step."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-    return {r["step"]: r["loss"] for r in rows if r["split"] == "eval"}
+    return {r["step"]: {"eval_loss": r["loss"], "tokens": r["tokens"], "train_seconds": r["train_seconds"]}
+            for r in rows if r["split"] == "eval"}
 
 
 def random_init_like(model_dir: Path, out: Path, seed: int) -> Path:
@@ -88,16 +93,18 @@ def fine_tune(model_dir: Path, args, out: Path) -> dict:
 
 def markdown_table(result: dict) -> str:
     random_score = result["random_init"]["score"]
-    lines = ["| model | pretraining steps | eval loss | dev score | vs random init |",
-             "|---|---:|---:|---:|---:|",
-             f"| random init | 0 | | {100 * random_score:.1f} | |"]
+    lines = ["| model | pretraining steps | tokens | minutes | eval loss | dev score | vs random init |",
+             "|---|---:|---:|---:|---:|---:|---:|",
+             f"| random init | 0 | | | | {100 * random_score:.1f} | |"]
     for row in result["pretrained"]:
         loss = "" if row["eval_loss"] is None else f"{row['eval_loss']:.2f}"
-        lines.append(f"| pretrained | {row['step']} | {loss} | {100 * row['score']:.1f} | "
-                     f"{100 * (row['score'] - random_score):+.1f} |")
+        tokens = f"{row['tokens'] / 1e6:.1f} M" if row.get("tokens") else ""
+        minutes = f"{row['train_seconds'] / 60:.1f}" if row.get("train_seconds") else ""
+        lines.append(f"| pretrained | {row['step']} | {tokens} | {minutes} | {loss} | "
+                     f"{100 * row['score']:.1f} | {100 * (row['score'] - random_score):+.1f} |")
     majority = result["random_init"].get("majority_dev_accuracy")
     if majority is not None:
-        lines.append(f"| majority class | | | {100 * majority:.1f} | |")
+        lines.append(f"| majority class | | | | | {100 * majority:.1f} | |")
     return "\n".join(lines) + "\n"
 
 
@@ -119,7 +126,7 @@ def main(argv=None) -> dict:
                         "--lr_scheduler_type constant --warmup_steps 300 --bf16 false",
                         help="more ligo.pretrain flags for a fresh run (one string)")
     parser.add_argument("--task_dir", default=str(SHARED / "classify" / "movie_reviews"))
-    parser.add_argument("--max_train_samples", type=int, default=2000)
+    parser.add_argument("--max_train_samples", type=int, default=2000, help="labelled examples (0: all)")
     parser.add_argument("--learning_rates", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--epochs", type=float, default=3.0)
@@ -141,7 +148,7 @@ def main(argv=None) -> dict:
     else:
         args.steps = args.steps or [1000, 3000]
         run = pretrain(args, workdir)
-    losses = eval_losses(run)
+    measured = evaluations(run)
     if args.steps:
         models = {step: export_checkpoint(run / f"checkpoint-{step:07d}", workdir / f"model-{step}")
                   for step in args.steps}
@@ -151,15 +158,15 @@ def main(argv=None) -> dict:
     first = next(iter(models.values()))
     random_dir = random_init_like(first, workdir / "random-init", args.init_seed)
     result = {"command": "python bench/pretraining_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "pretraining": {"run": str(run), "flags": None if args.pretrained_run else args.pretrain_args,
-                              "config_overrides": None if args.pretrained_run else args.config_overrides,
-                              **json.loads((run / "run.json").read_text())},
+              "pretraining": {"run": str(run), **json.loads((run / "run.json").read_text()),
+                              **(json.loads((run / RECIPE).read_text()) if (run / RECIPE).is_file() else {})},
               "setup": {k: getattr(args, k) for k in ("task_dir", "max_train_samples", "learning_rates",
                                                      "seeds", "epochs", "max_seq_length", "init_seed")},
               "random_init": fine_tune(random_dir, args, workdir / "glue-random-init"),
               "pretrained": []}
     for step, model_dir in models.items():
-        row = {"step": step, "eval_loss": losses.get(step), **fine_tune(model_dir, args, workdir / f"glue-{step}")}
+        row = {"step": step, **measured.get(step, {"eval_loss": None}),
+               **fine_tune(model_dir, args, workdir / f"glue-{step}")}
         result["pretrained"].append(row)
     (workdir / "transfer.json").write_text(json.dumps(result, indent=1) + "\n")
     (workdir / "transfer.md").write_text(markdown_table(result))

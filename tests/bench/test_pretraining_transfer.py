@@ -14,13 +14,13 @@ spec.loader.exec_module(transfer)
 
 def test_table_reports_each_checkpoint_against_random_init():
     result = {"random_init": {"score": 0.6, "majority_dev_accuracy": 0.511},
-              "pretrained": [{"step": 100, "eval_loss": 6.5, "score": 0.55},
+              "pretrained": [{"step": 100, "eval_loss": 6.5, "score": 0.55, "tokens": 1e6, "train_seconds": 120},
                              {"step": 200, "eval_loss": None, "score": 0.65}]}
     lines = transfer.markdown_table(result).splitlines()
-    assert lines[2] == "| random init | 0 | | 60.0 | |"
-    assert lines[3] == "| pretrained | 100 | 6.50 | 55.0 | -5.0 |"
-    assert lines[4] == "| pretrained | 200 |  | 65.0 | +5.0 |"
-    assert lines[5] == "| majority class | | | 51.1 | |"
+    assert lines[2] == "| random init | 0 | | | | 60.0 | |"
+    assert lines[3] == "| pretrained | 100 | 1.0 M | 2.0 | 6.50 | 55.0 | -5.0 |"
+    assert lines[4] == "| pretrained | 200 |  |  |  | 65.0 | +5.0 |"
+    assert lines[5] == "| majority class | | | | | 51.1 | |"
 
 
 def test_fresh_run_fine_tunes_every_checkpoint_and_a_random_init_of_the_same_model(tmp_path, shared_data):
@@ -36,6 +36,8 @@ def test_fresh_run_fine_tunes_every_checkpoint_and_a_random_init_of_the_same_mod
     assert json.loads((out / "transfer.json").read_text()) == result
     assert (out / "transfer.md").read_text() == transfer.markdown_table(result)
     assert result["pretraining"]["config_overrides"].startswith("vocab_size=2048")
+    assert result["pretraining"]["train_files"] == [str(SHARED / "corpus" / "news.txt")]
+    assert all(row["tokens"] > 0 and row["train_seconds"] > 0 for row in result["pretrained"])
     # the random init has the checkpoints' architecture and tokenizer, not their weights
     random_dir, trained_dir = out / "random-init", out / "model-20"
     assert json.loads((random_dir / "config.json").read_text())["vocab_size"] == 2048
@@ -49,3 +51,11 @@ def test_fresh_run_fine_tunes_every_checkpoint_and_a_random_init_of_the_same_mod
     for folder in ("glue-random-init", "glue-10", "glue-20"):
         runs = json.loads((out / folder / "results.json").read_text())["tasks"]["movie_reviews"]["runs"]
         assert [(r["learning_rate"], r["seed"]) for r in runs] == [(1e-3, 1)]
+    # a later call reuses the run (no new pretraining) and still knows how it was pretrained
+    stamp = (out / "pretrain" / "metrics.jsonl").stat().st_mtime_ns
+    again = transfer.main(["--output_dir", str(tmp_path / "again"), "--pretrained_run", str(out / "pretrain"),
+                           "--steps", "20", "--learning_rates", "1e-3", "--seeds", "1", "--epochs", "1",
+                           "--max_train_samples", "32"])
+    assert (out / "pretrain" / "metrics.jsonl").stat().st_mtime_ns == stamp
+    assert again["pretraining"]["flags"] == result["pretraining"]["flags"]
+    assert [row["step"] for row in again["pretrained"]] == [20]
