@@ -4,7 +4,8 @@ the same architecture from random init, fine-tuned with exactly the same budget.
 
 Every model gets the same tokenizer (the run's), task, label budget, learning-rate sweep,
 seeds, epochs and therefore fine-tuning steps (`ligo.glue`, best dev score over the sweep).
-The random init is built from the run's own config.json under --init_seed.
+The random init is `ligo.glue --random_init` on the run's model: its architecture, each
+fine-tuning run's seed initialising all of it.
 
     python bench/pretraining_transfer.py --output_dir out/transfer            # pretrains bert-tiny first
     python bench/pretraining_transfer.py --pretrained_run out/bert --steps 5000 20000 \\
@@ -21,7 +22,6 @@ import json
 import math
 import os
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -61,27 +61,11 @@ def evaluations(run: Path) -> dict[int, dict]:
             for r in rows if r["split"] == "eval"}
 
 
-def random_init_like(model_dir: Path, out: Path, seed: int) -> Path:
-    """The architecture of `model_dir` from random init, with its tokenizer files."""
-    import torch
-
-    from ligo.families import family_of
-    from ligo.grow_model import TOKENIZER_FILES
-    from ligo.models import build_model, load_config
-
-    config = load_config(model_dir)
-    torch.manual_seed(seed)
-    build_model(config, family_of(config)).save_pretrained(out)
-    for name in TOKENIZER_FILES:
-        if (model_dir / name).is_file():
-            shutil.copy2(model_dir / name, out / name)
-    return out
-
-
-def fine_tune(model_dir: Path, args, out: Path) -> dict:
+def fine_tune(model_dir: Path, args, out: Path, random_init: bool = False) -> dict:
     from ligo.glue import main as glue
 
     results = glue([str(model_dir), "--task_dir", args.task_dir, "--output_dir", str(out),
+                    *(["--random_init"] if random_init else []),
                     "--learning_rates", *map(str, args.learning_rates),
                     "--seeds", *map(str, args.seeds), "--epochs", str(args.epochs),
                     "--max_seq_length", str(args.max_seq_length),
@@ -131,7 +115,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--max_seq_length", type=int, default=64)
-    parser.add_argument("--init_seed", type=int, default=0)
     parser.add_argument("--table", help="print the markdown table of a transfer.json and exit")
     args = parser.parse_args(argv)
     if args.table:
@@ -155,14 +138,13 @@ def main(argv=None) -> dict:
     else:  # the run's final model folder
         final = json.loads((run / "results.json").read_text())["step"]
         models = {final: run}
-    first = next(iter(models.values()))
-    random_dir = random_init_like(first, workdir / "random-init", args.init_seed)
     result = {"command": "python bench/pretraining_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "pretraining": {"run": str(run), **json.loads((run / "run.json").read_text()),
                               **(json.loads((run / RECIPE).read_text()) if (run / RECIPE).is_file() else {})},
               "setup": {k: getattr(args, k) for k in ("task_dir", "max_train_samples", "learning_rates",
-                                                     "seeds", "epochs", "max_seq_length", "init_seed")},
-              "random_init": fine_tune(random_dir, args, workdir / "glue-random-init"),
+                                                     "seeds", "epochs", "max_seq_length")},
+              "random_init": fine_tune(next(iter(models.values())), args, workdir / "glue-random-init",
+                                       random_init=True),
               "pretrained": []}
     for step, model_dir in models.items():
         row = {"step": step, **measured.get(step, {"eval_loss": None}),

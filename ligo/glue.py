@@ -175,6 +175,7 @@ class FinetuneArgs:
     max_train_samples: int | None = None
     bf16: bool = False
     data_parallel: bool = False  # every process takes a share of each batch of one run
+    random_init: bool = False  # the model's architecture and tokenizer, none of its weights
 
 
 def _encode(tokenizer, split: Split, max_length: int):
@@ -257,15 +258,19 @@ def finetune(model_dir: str, tokenizer, task: Task, train: Split, devs: dict[str
     With `args.data_parallel` every process of `info` runs this together: each computes the
     summed loss of its share of the batch over the whole batch's size, and the gradients are
     summed over the processes, so the step equals the one-process step on the whole batch."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from ligo.train.optim import build_optimizer, build_scheduler
 
     torch.manual_seed(seed)
     num_labels = 1 if task.labels is None else len(task.labels)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=num_labels,
-        problem_type="regression" if task.labels is None else "single_label_classification")
+    problem_type = "regression" if task.labels is None else "single_label_classification"
+    if args.random_init:  # the baseline that shows what the pretrained weights are worth
+        config = AutoConfig.from_pretrained(model_dir, num_labels=num_labels, problem_type=problem_type)
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, num_labels=num_labels, problem_type=problem_type)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.to(info.device if info is not None else "cpu")
@@ -333,7 +338,8 @@ def markdown_table(results: dict) -> str:
     head = "| " + " | ".join(["model", *names, "average"]) + " |"
     rule = "|" + "---|" * (len(names) + 2)
     cells = [f"{100 * results['tasks'][n]['score']:.1f}" for n in names]
-    row = "| " + " | ".join([Path(results["model"]).name, *cells, f"{100 * results['average']:.1f}"]) + " |"
+    model = Path(results["model"]).name + (" (random init)" if results.get("random_init") else "")
+    row = "| " + " | ".join([model, *cells, f"{100 * results['average']:.1f}"]) + " |"
     return "\n".join([head, rule, row])
 
 
@@ -392,6 +398,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--max_train_samples", type=int)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--random_init", action="store_true",
+                        help="fine-tune model_dir's architecture from random init (seeded by each "
+                             "run's seed), with its tokenizer: the baseline for what pretraining buys")
     parser.add_argument("--distribute", choices=["runs", "data"], default="runs",
                         help="under torchrun: spread the sweep's runs over the processes (runs), "
                              "or run each run data-parallel on all of them (data)")
@@ -434,7 +443,7 @@ def _sweep(args, tasks: dict, info) -> dict:
         if writes else None
     fargs = FinetuneArgs(args.max_seq_length, args.batch_size, args.epochs,
                          max_train_samples=args.max_train_samples, bf16=args.bf16,
-                         data_parallel=data_parallel)
+                         data_parallel=data_parallel, random_init=args.random_init)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
@@ -468,8 +477,8 @@ def _sweep(args, tasks: dict, info) -> dict:
     if not info.is_main:
         return {}
     (out / "submission").mkdir(parents=True, exist_ok=True)
-    results: dict = {"model": args.model_dir, "world_size": info.world_size,
-                     "distribute": args.distribute, "tasks": {}}
+    results: dict = {"model": args.model_dir, "random_init": args.random_init,
+                     "world_size": info.world_size, "distribute": args.distribute, "tasks": {}}
     for name, (task, folder) in tasks.items():
         runs = sorted((json.loads(p.read_text()) for p in (runs_dir / name).glob("run*/result.json")),
                       key=lambda r: r["index"])

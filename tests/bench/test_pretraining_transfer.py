@@ -2,9 +2,6 @@
 import importlib.util
 import json
 
-import torch
-from safetensors.torch import load_file
-
 from tests.conftest import REPO, SHARED
 
 spec = importlib.util.spec_from_file_location("bench_transfer", REPO / "bench" / "pretraining_transfer.py")
@@ -38,15 +35,9 @@ def test_fresh_run_fine_tunes_every_checkpoint_and_a_random_init_of_the_same_mod
     assert result["pretraining"]["config_overrides"].startswith("vocab_size=2048")
     assert result["pretraining"]["train_files"] == [str(SHARED / "corpus" / "news.txt")]
     assert all(row["tokens"] > 0 and row["train_seconds"] > 0 for row in result["pretrained"])
-    # the random init has the checkpoints' architecture and tokenizer, not their weights
-    random_dir, trained_dir = out / "random-init", out / "model-20"
-    assert json.loads((random_dir / "config.json").read_text())["vocab_size"] == 2048
-    assert (random_dir / "tokenizer.json").read_text() == (trained_dir / "tokenizer.json").read_text()
-    random_state = load_file(str(random_dir / "model.safetensors"))
-    trained_state = load_file(str(trained_dir / "model.safetensors"))
-    assert random_state.keys() == trained_state.keys()
-    key = "bert.encoder.layer.0.attention.self.query.weight"
-    assert not torch.equal(random_state[key], trained_state[key])
+    # the baseline is ligo.glue's random init of the same model (its architecture and tokenizer)
+    baseline = json.loads((out / "glue-random-init" / "results.json").read_text())
+    assert baseline["random_init"] is True and baseline["model"] == str(out / "model-10")
     # every model was fine-tuned with the same sweep
     for folder in ("glue-random-init", "glue-10", "glue-20"):
         runs = json.loads((out / folder / "results.json").read_text())["tasks"]["movie_reviews"]["runs"]
