@@ -27,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))  # growth.py's metrics reader, next to this script
 SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))
 RECIPE = "transfer_pretraining.json"  # how this script pretrained a run, kept for reuse
 
@@ -56,9 +57,10 @@ def pretrain(args, workdir: Path) -> Path:
 
 def evaluations(run: Path) -> dict[int, dict]:
     """The run's eval loss, tokens and training seconds at each evaluated step."""
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
-    return {r["step"]: {"eval_loss": r["loss"], "tokens": r["tokens"], "train_seconds": r["train_seconds"]}
-            for r in rows if r["split"] == "eval"}
+    from growth import read_curve
+
+    return {p["step"]: {"eval_loss": p["loss"], "tokens": p["tokens"], "train_seconds": p["seconds"]}
+            for p in read_curve(run)}
 
 
 def fine_tune(model_dir: Path, args, out: Path, random_init: bool = False) -> dict:
@@ -118,8 +120,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--table", help="print the markdown table of a transfer.json and exit")
     args = parser.parse_args(argv)
     if args.table:
-        print(markdown_table(json.loads(Path(args.table).read_text())), end="")
-        return json.loads(Path(args.table).read_text())
+        result = json.loads(Path(args.table).read_text())
+        print(markdown_table(result), end="")
+        return result
     if not args.output_dir:
         parser.error("--output_dir is required")
     from ligo.export import export_checkpoint
