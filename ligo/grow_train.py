@@ -30,7 +30,7 @@ from ligo.fileio import atomic_write_text
 from ligo.models import load_config, read_model_dir
 from ligo.operators.learned import (LiGO, LiGOLoss, check_ligo_growth, generation_flops,
                                     save_operator)
-from ligo.pretrain import build_trainer, prepare_run, run_results
+from ligo.pretrain import build_trainer, learned_line, prepare_run, run_results
 from ligo.train.flops import training_flops_per_token
 
 log = logging.getLogger("ligo.grow_train")
@@ -96,9 +96,10 @@ def train_operator(model_args: ModelArguments, data_args: DataArguments,
                                           "tokens": trainer.progress.tokens})
             save_hf_tokenizer(setup.tokenizer, setup.family, out)
         atomic_write_text(out / "results.json", json.dumps(results, indent=1))
-        log.info("operator %s at step %d: eval loss %.4f (at init %s); %s",
+        log.info("operator %s at step %d: %s (at init %s); %s",
                  "trained" if results["finished"] else "stopped", trainer.progress.step,
-                 evaluation["loss"], f"{initial['loss']:.4f}" if initial else "n/a",
+                 learned_line(evaluation, trainer.unigram_loss),
+                 f"{initial['loss']:.4f}" if initial else "n/a",
                  f"saved to {out}" if results["finished"] else "resume with --should_continue")
     trainer.metrics.close()
     return results

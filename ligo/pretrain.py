@@ -36,7 +36,7 @@ from ligo.fileio import atomic_write_text
 from ligo.train.checkpoint import list_checkpoints, load_latest_valid
 from ligo.train.flops import training_flops_per_token
 from ligo.train.loop import Trainer
-from ligo.train.metrics import MetricsLogger
+from ligo.train.metrics import MetricsLogger, relative_to_unigram
 from ligo.train.objective import LanguageModelingLoss
 from ligo.train.optim import build_optimizer, build_scheduler
 
@@ -162,6 +162,11 @@ def build_trainer(loss_module: torch.nn.Module, model: torch.nn.Module, setup: R
                       setup.data.valid, setup.data.collator, train_args, info, flops_per_token,
                       setup.identity, MetricsLogger(train_args.output_dir, info.is_main),
                       growth=growth)
+    trainer.unigram_loss = trainer.compute_unigram_loss(
+        setup.tokenizer.get_vocab_size(with_added_tokens=True))
+    log.info("unigram line of the eval set: %.4f nats (the loss of predicting every label by "
+             "its training frequency; a model that has learned nothing more sits there)",
+             trainer.unigram_loss)
     if train_args.should_continue:
         found = load_latest_valid(Path(train_args.output_dir), info)
         if found:
@@ -170,14 +175,22 @@ def build_trainer(loss_module: torch.nn.Module, model: torch.nn.Module, setup: R
         else:
             log.info("--should_continue: no valid checkpoint in %s, starting fresh",
                      train_args.output_dir)
+    if trainer.progress.step == 0:  # once per run, for tensorboard and readers of metrics.jsonl
+        trainer.metrics.log("unigram", {"loss": trainer.unigram_loss}, 0, 0, 0.0, 0.0)
     return trainer
+
+
+def learned_line(evaluation: dict, unigram: float) -> str:
+    """'eval loss X, unigram Y: Z nats below' (what a run learned beyond frequencies)."""
+    return (f"eval loss {evaluation['loss']:.4f}, unigram {unigram:.4f}: "
+            f"{relative_to_unigram(unigram - evaluation['loss'])}")
 
 
 def run_results(trainer: Trainer, evaluation: dict, **extra) -> dict:
     progress = trainer.progress
     return {"step": progress.step, "tokens": progress.tokens, "flops": progress.flops,
             "train_seconds": progress.seconds, "finished": progress.step >= trainer.args.max_steps,
-            **extra, **{f"eval_{k}": v for k, v in evaluation.items()}}
+            "unigram_loss": trainer.unigram_loss, **extra, **{f"eval_{k}": v for k, v in evaluation.items()}}
 
 
 def pretrain(model_args: ModelArguments, data_args: DataArguments,
@@ -299,12 +312,11 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
             model.save_pretrained(train_args.output_dir)
             save_hf_tokenizer(setup.tokenizer, family, train_args.output_dir)
         atomic_write_text(Path(train_args.output_dir) / "results.json", json.dumps(results, indent=1))
-        log.info("%s at step %d: eval loss %.4f (ppl %.1f), %.3g FLOPs, %.0fs of training; %s",
+        log.info("%s at step %d (ppl %.1f, %.3g FLOPs, %.0fs of training; %s): %s",
                  "finished" if results["finished"] else "stopped", trainer.progress.step,
-                 evaluation["loss"], evaluation["ppl"], trainer.progress.flops,
-                 trainer.progress.seconds,
+                 evaluation["ppl"], trainer.progress.flops, trainer.progress.seconds,
                  f"model saved to {train_args.output_dir}" if results["finished"]
-                 else "resume with --should_continue")
+                 else "resume with --should_continue", learned_line(evaluation, trainer.unigram_loss))
     trainer.metrics.close()
     return results
 

@@ -48,6 +48,15 @@ def test_main_runs_end_to_end_and_exports_a_transformers_model(family, auto_clas
         assert tag in tags, tag
     assert len(eval_losses(out)) == 2
     assert [step for step, _ in scalars["eval/loss"]] == [3, 6]
+    # the unigram line: recorded once, and every evaluation says how far below it the model is
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    unigram = [row["loss"] for row in rows if row["split"] == "unigram"]
+    assert unigram == [pytest.approx(results["unigram_loss"])]
+    assert 0 < results["unigram_loss"] < math.log(30522 if family == "bert" else 50257)
+    assert all(row["below_unigram"] == pytest.approx(unigram[0] - row["loss"])
+               for row in rows if row["split"] == "eval")
+    assert scalars["unigram/loss"] == [(0, pytest.approx(unigram[0]))]
+    assert "eval/below_unigram" in tags
     assert scalars["eval/loss"][-1][1] == pytest.approx(eval_losses(out)[-1], rel=1e-6)
 
 

@@ -17,6 +17,7 @@ from ligo import distributed, parallel
 from ligo.config import TrainingArguments
 from ligo.data.blocks import BatchOrder, TokenBlocks
 from ligo.data.collators import IGNORE_INDEX
+from ligo.data.unigram import unigram_cross_entropy, unigram_log_probabilities
 from ligo.train.checkpoint import SHARDS, save_checkpoint, save_sharded_checkpoint
 from ligo.train.metrics import MetricsLogger, format_line
 
@@ -70,6 +71,9 @@ class Trainer:
     metrics: MetricsLogger
     progress: Progress = field(default_factory=Progress)
     growth: object | None = None  # a ligo.schedule.GrowthSchedule: growth events mid-run
+    # the eval set's unigram cross-entropy (ligo.data.unigram): evaluations report how far
+    # below it the model is, i.e. what it has learned beyond token frequencies
+    unigram_loss: float | None = None
 
     def __post_init__(self):
         args, info = self.args, self.info
@@ -133,20 +137,38 @@ class Trainer:
         return {"loss_sum": loss_sum, "label_tokens": global_tokens, "grad_norm": grad_norm, "lr": lr}
 
     # ---------------------------------------------------------------- evaluation
+    def eval_blocks(self) -> int:
+        """How many validation blocks an evaluation scores (blocks 0 .. n-1, over all ranks)."""
+        ranks = self.info.dp_size
+        limit = min(len(self.valid_blocks), self.args.eval_max_batches
+                    * self.args.per_device_eval_batch_size * ranks)
+        if parallel.is_sharded(self.model):  # sharded forwards are collective: equal shares
+            limit = max(ranks, limit - limit % ranks)
+        return limit
+
+    def compute_unigram_loss(self, vocab_size: int) -> float:
+        """The unigram line of the blocks and labels `evaluate` scores (no model involved;
+        every rank computes it whole, which costs a count of the training stream)."""
+        objective = self.bare_loss.family.objective
+        never = self.collator.special_ids.tolist() if objective == "mlm" else ()
+        log_p = unigram_log_probabilities(self.train_blocks.stream, vocab_size, never)
+        return unigram_cross_entropy(log_p, self.valid_blocks, self.collator,
+                                     np.arange(self.eval_blocks()), objective)
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         self.bare_loss.eval()
-        size = self.args.per_device_eval_batch_size
         ranks = self.info.dp_size
-        limit = min(len(self.valid_blocks), self.args.eval_max_batches * size * ranks)
-        if parallel.is_sharded(self.model):  # sharded forwards are collective: equal shares
-            limit = max(ranks, limit - limit % ranks)
-        mine = np.arange(self.info.dp_rank, limit, ranks)  # strided shard per data-parallel rank
-        totals = block_loss_totals(self.bare_loss, self.valid_blocks, self.collator, mine, size,
-                                   self.info.device, self.autocast)
+        mine = np.arange(self.info.dp_rank, self.eval_blocks(), ranks)  # strided shard per rank
+        totals = block_loss_totals(self.bare_loss, self.valid_blocks, self.collator, mine,
+                                   self.args.per_device_eval_batch_size, self.info.device,
+                                   self.autocast)
         loss_sum, tokens, correct = distributed.all_reduce_sum(totals, self.info).tolist()
         loss = loss_sum / max(tokens, 1)
-        return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "accuracy": correct / max(tokens, 1)}
+        values = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "accuracy": correct / max(tokens, 1)}
+        if self.unigram_loss is not None:
+            values["below_unigram"] = self.unigram_loss - loss
+        return values
 
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict:

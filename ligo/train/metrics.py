@@ -52,4 +52,11 @@ def format_line(step: int, max_steps: int, values: dict[str, float]) -> str:
                "lr": "lr {:.2e}", "grad_norm": "grad {:.2f}", "tokens_per_s": "{:.0f} tok/s",
                "flops": "{:.3g} FLOPs", "seconds": "{:.0f}s"}
     parts += [fmt.format(values[key]) for key, fmt in formats.items() if key in values]
+    if "below_unigram" in values:
+        parts.append(f"{relative_to_unigram(values['below_unigram'])} unigram")
     return " | ".join(parts)
+
+
+def relative_to_unigram(below: float) -> str:
+    """'0.42 nats below' / '0.10 nats above' (the unigram line)."""
+    return f"{abs(below):.2f} nats {'below' if below >= 0 else 'above'}"
