@@ -12,6 +12,7 @@ sequence length, optimizer, evaluation set and seed; the runs are ordinary
     interpolate   depth interpolation, width bert2bert_fpi
     bert2bert     bert2bert_aki (width), stacking for depth
     double        staged training's exact doubling (net2net for other ratios)
+    zero          zero-initialised new width (MSG's init without its masks), stacking for depth
     ligo          LiGO operator trained --ligo_steps (stackbert_noisy rand), then pretraining
     progressive   progressive stacking from scratch at the target width: half depth, then full
     pli           progressive layer insertion from half depth, a layer at a time
@@ -19,6 +20,11 @@ sequence length, optimizer, evaluation set and seed; the runs are ordinary
 
 Grown runs all get the same after-growth recipe (--grown_learning_rate, --grown_warmup_steps);
 from-scratch runs (scratch, small, progressive, pli, staged) use --learning_rate/--warmup_steps.
+
+Regime check: every run records its eval set's unigram line (the loss of predicting each label
+by its training frequency, ligo.data.unigram). A seed whose scratch run does not end at least
+REGIME_MARGIN nats below it is on the unigram plateau: the results are labelled
+"regime": "plateau" and are not savings.
 
 Savings = 1 - cost / scratch cost, where cost is the FLOPs (or seconds) at which a run's eval
 loss first reaches the scratch run's final eval loss (linear interpolation between eval
@@ -29,8 +35,11 @@ run but scratch and small ends at its first evaluation at or below the goal: the
 the goal, hence every savings number, is the same as in a full run (training is deterministic
 and the LR schedule keeps the full budget); only the curves after the goal are not drawn.
 
-    python bench/growth.py                         # BERT 3L-256H -> 6L-512H, ~20 min scratch
-    python bench/growth.py --preset gpt2
+    python bench/growth.py --preset gpt2 --seed 1                  # every method, one seed
+    python bench/growth.py --preset gpt2 --seed 2 --methods core   # the paper's methods
+    python bench/growth.py --merge out/a.json out/b.json --output bench/results/growth_gpt2.json
+    python bench/growth.py --preset bert --lr_sweep 5e-4 1e-3 2e-3  # scratch alone, per LR
+    python bench/growth.py --preset bert-paper --estimate --tflops 300   # FLOPs and GPU hours
     python bench/growth.py --quick                 # a smoke run of every method (~2 min)
     python bench/growth.py --table bench/results/growth_bert.json   # the README table
 """
@@ -49,25 +58,50 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))  # the shared helpers of bench/throughput.py
 SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))
 
+# Each preset is a regime where the models learn on 2 CPU cores (scratch ends well below the
+# unigram line; see docs of --regime): depth x2 and width x2 as the LiGO paper's Small -> Base,
+# an 8k vocabulary trained on the benchmark corpus (a 30-50k vocabulary spends most of a
+# small model's FLOPs in the head, and its rare tokens are never learned at this budget), no
+# dropout (the runs see each token about once). Recipes: `lr` for every from-scratch run
+# (picked by --lr_sweep on scratch alone), `grown_lr` one shared after-growth recipe.
 PRESETS = {
-    "bert": dict(source="bert-3L-256H.json", target="bert-6L-512H.json", family="bert",
-                 tokenizer=SHARED / "vocab" / "bert-base-uncased-vocab.txt", args="bert_wiki.txt"),
-    "gpt2": dict(source="gpt2-3L-256H.json", target="gpt2-6L-512H.json", family="gpt2",
-                 tokenizer=SHARED / "vocab" / "gpt2", args="gpt2_wiki.txt"),
+    "bert": dict(family="bert", source="bert-2L-128H-8k.json", target="bert-4L-256H-8k.json",
+                 args="bert_wiki.txt", tokenizer=None, steps=1500, small_steps=3000, lr=1e-3,
+                 warmup=100, grown_lr=1e-3, grown_warmup=100, eval_steps=100, batch=32, block=128),
+    "gpt2": dict(family="gpt2", source="gpt2-2L-128H-8k.json", target="gpt2-4L-256H-8k.json",
+                 args="gpt2_wiki.txt", tokenizer=None, steps=400, small_steps=1000, lr=1e-3,
+                 warmup=40, grown_lr=1e-3, grown_warmup=40, eval_steps=40, batch=32, block=128),
+    # the LiGO paper's BERT-Small -> BERT-Base (6L-512H -> 12L-768H), BERT's batch 256 and
+    # LR 1e-4, the official LiGO after-growth recipe (2e-4, no warmup), for a GPU:
+    # `--preset bert-paper --estimate` prints its FLOPs and the time they take
+    "bert-paper": dict(family="bert", source="bert-6L-512H.json", target="bert-12L-768H.json",
+                       args="bert_wiki.txt", tokenizer=SHARED / "vocab" / "bert-base-uncased-vocab.txt",
+                       steps=100000, small_steps=100000, lr=1e-4, warmup=10000, grown_lr=2e-4,
+                       grown_warmup=0, eval_steps=2000, batch=256, block=128),
 }
-METHODS = ("scratch", "small", "stack", "interpolate", "bert2bert", "double", "ligo",
+METHODS = ("scratch", "small", "stack", "interpolate", "bert2bert", "double", "zero", "ligo",
            "progressive", "pli", "staged")
-REUSE = {"stack", "interpolate", "bert2bert", "double", "ligo"}  # grown from `small`
+REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", "ligo"}  # grown from `small`
+# the methods of the LiGO paper's comparison: run with every seed (--seeds); others once
+CORE_METHODS = ("scratch", "small", "stack", "bert2bert", "ligo")
+# scratch must end at least this far below the eval set's unigram line, or nothing was learned
+# beyond token frequencies and no savings figure means anything ("regime": "plateau")
+REGIME_MARGIN = 1.0
+SAVINGS = ("reuse_flops_savings", "reuse_seconds_savings", "end_to_end_flops_savings",
+           "end_to_end_seconds_savings")
 
 
-def read_curve(run_dir: Path) -> list[dict]:
-    """Eval points (step, tokens, flops, seconds, loss) from a run's metrics.jsonl."""
+def read_curve(run_dir: Path, unigram: float | None = None) -> list[dict]:
+    """Eval points (step, tokens, flops, seconds, loss, below_unigram) from a run's metrics.jsonl."""
     points = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         if record["split"] == "eval":
-            points.append({k: record[k] for k in ("step", "tokens", "flops", "loss")}
-                          | {"seconds": record.get("train_seconds", 0.0)})
+            point = {k: record[k] for k in ("step", "tokens", "flops", "loss")}
+            point["seconds"] = record.get("train_seconds", 0.0)
+            if unigram is not None:
+                point["below_unigram"] = unigram - record["loss"]
+            points.append(point)
     return points
 
 
@@ -84,43 +118,56 @@ def cost_to_reach(points: list[dict], goal: float, axis: str) -> float | None:
     return None
 
 
-def run_method(method: str, args, work: Path, small_dir: Path, goal: float | None = None) -> Path:
+def recipe(args) -> dict:
+    """The preset's recipe with any command-line overrides (flags left at None take the preset's)."""
+    preset = PRESETS[args.preset]
+    chosen = dict(preset)
+    for key, flag in (("source", "source"), ("target", "target"), ("steps", "steps"),
+                      ("tokenizer", "tokenizer_path"),
+                      ("small_steps", "small_steps"), ("lr", "learning_rate"),
+                      ("warmup", "warmup_steps"), ("grown_lr", "grown_learning_rate"),
+                      ("grown_warmup", "grown_warmup_steps"), ("eval_steps", "eval_steps"),
+                      ("batch", "batch_size"), ("block", "block_size")):
+        if getattr(args, flag, None) is not None:
+            chosen[key] = getattr(args, flag)
+    return chosen
+
+
+def run_method(method: str, args, work: Path, small_dir: Path, goal: float | None = None,
+               seed: int = 42, learning_rate: float | None = None, out: Path | None = None) -> Path:
     from ligo.grow_train import main as grow_main
     from ligo.pretrain import main as pretrain_main
 
-    preset = PRESETS[args.preset]
+    r = recipe(args)
     configs = REPO / "configs"
-    out = work / method
-    common = ["--config", str(configs / preset["args"]), "--train_files", *args.train_files,
-              "--tokenizer_path", str(preset["tokenizer"]), "--cache_dir", str(work / "cache"),
-              "--block_size", str(args.block_size), "--per_device_train_batch_size",
-              str(args.batch_size), "--eval_steps", str(args.eval_steps), "--eval_max_batches",
-              str(args.eval_max_batches), "--logging_steps", str(args.eval_steps),
-              "--ckpt_steps", str(10 ** 9), "--seed", str(args.seed), "--bf16", str(args.bf16),
+    out = out or work / method
+    common = ["--config", str(configs / r["args"]), "--train_files", *args.train_files,
+              "--cache_dir", str(args.cache_dir),
+              "--block_size", str(r["block"]), "--per_device_train_batch_size",
+              str(r["batch"]), "--eval_steps", str(r["eval_steps"]), "--eval_max_batches",
+              str(args.eval_max_batches), "--logging_steps", str(r["eval_steps"]),
+              "--ckpt_steps", str(10 ** 9), "--seed", str(seed), "--bf16", str(args.bf16),
               "--output_dir", str(out), "--overwrite_output_dir", "--disable_tqdm",
               "--lr_scheduler_type", "linear", "--documents", "blank_line"]
-    scratch_lr = ["--learning_rate", str(args.learning_rate), "--warmup_steps", str(args.warmup_steps)]
-    grown_lr = ["--learning_rate", str(args.grown_learning_rate),
-                "--warmup_steps", str(args.grown_warmup_steps)]
-    target, source = (_config_path(args.target or preset["target"]),
-                      _config_path(args.source or preset["source"]))
-    steps = ["--max_steps", str(args.steps)]
+    if r["tokenizer"] is not None:  # else: one trained on the corpus (cached in --cache_dir)
+        common[4:4] = ["--tokenizer_path", str(r["tokenizer"])]
+    scratch_lr = ["--learning_rate", str(learning_rate or r["lr"]), "--warmup_steps", str(r["warmup"])]
+    grown_lr = ["--learning_rate", str(r["grown_lr"]), "--warmup_steps", str(r["grown_warmup"])]
+    target, source = _config_path(r["target"]), _config_path(r["source"])
+    steps = ["--max_steps", str(r["steps"])]
     from_small = ["--source_model_path", str(small_dir), "--reset_optimizer"]
     half = max(1, _layers(target) // 2)
+    grow = {"stack": ("stack", "bert2bert_fpi"), "interpolate": ("interpolate", "bert2bert_fpi"),
+            "bert2bert": ("stack", "bert2bert_aki"), "zero": ("stack", "zero"),
+            "double": ("stack", "double" if _is_double(source, target) else "net2net")}
     if method == "scratch":
         argv = common + scratch_lr + steps + ["--config_name", target]
     elif method == "small":
-        argv = common + scratch_lr + ["--config_name", source, "--max_steps", str(args.small_steps)]
-    elif method in ("stack", "interpolate"):
+        argv = common + scratch_lr + ["--config_name", source, "--max_steps", str(r["small_steps"])]
+    elif method in grow:
+        depth, width = grow[method]
         argv = common + grown_lr + steps + from_small + [
-            "--config_name", target, "--grow_scheme", method, "--width_scheme", "bert2bert_fpi"]
-    elif method == "bert2bert":
-        argv = common + grown_lr + steps + from_small + [
-            "--config_name", target, "--grow_scheme", "stack", "--width_scheme", "bert2bert_aki"]
-    elif method == "double":
-        argv = common + grown_lr + steps + from_small + [
-            "--config_name", target, "--grow_scheme", "stack", "--width_scheme",
-            "double" if _is_double(source, target) else "net2net"]
+            "--config_name", target, "--grow_scheme", depth, "--width_scheme", width]
     elif method == "ligo":
         grow_main(common[:common.index("--output_dir")] + [
             "--output_dir", str(work / "ligo_operator"), "--overwrite_output_dir", "--disable_tqdm",
@@ -133,9 +180,9 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
                                             "--source_model_path", str(small_dir),
                                             "--pretrained_ligo_path", str(work / "ligo_operator")]
     elif method == "progressive":
-        first = args.steps // 3
+        first = r["steps"] // 3
         argv = common + scratch_lr + ["--config_name", target, "--stages", f"{half},{_layers(target)}",
-                                      "--stage_steps", f"{first},{args.steps - first}"]
+                                      "--stage_steps", f"{first},{r['steps'] - first}"]
     elif method == "pli":
         inserts = _layers(target) - half
         patches = ",".join(f"{(i + 1) / (2 * (inserts + 1)):.3f}:{half + i}" for i in range(inserts))
@@ -159,30 +206,36 @@ def _config_path(name: str) -> str:
     return name if Path(name).is_file() else str(REPO / "configs" / name)
 
 
+def _config(path: str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
 def _layers(config_path: str) -> int:
-    return json.loads(Path(config_path).read_text()).get("num_hidden_layers") or \
-        json.loads(Path(config_path).read_text())["n_layer"]
+    config = _config(config_path)
+    return config.get("num_hidden_layers") or config["n_layer"]
 
 
 def _is_double(source: str, target: str) -> bool:
-    s, t = (json.loads(Path(p).read_text()) for p in (source, target))
+    s, t = _config(source), _config(target)
     hidden = lambda c: c.get("hidden_size") or c["n_embd"]  # noqa: E731
     return hidden(t) == 2 * hidden(s)
 
 
-def movie_review_score(model_dir: Path, args) -> float:
+def movie_review_score(model_dir: Path, args, seed: int) -> float:
     """Dev accuracy on the movie-review sentiment task (GLUE SST-2 layout), one LR and seed."""
     from ligo.glue import main as glue_main
 
     result = glue_main([str(model_dir), "--task_dir", str(SHARED / "classify" / "movie_reviews"),
                         "--output_dir", str(model_dir / "movie_reviews"), "--learning_rates",
-                        str(args.glue_learning_rate), "--seeds", str(args.seed), "--epochs", "1",
-                        "--max_seq_length", str(args.block_size), "--max_train_samples",
+                        str(args.glue_learning_rate), "--seeds", str(seed), "--epochs", "1",
+                        "--max_seq_length", str(recipe(args)["block"]), "--max_train_samples",
                         str(args.glue_train_samples)])
     return result["tasks"]["movie_reviews"]["score"]
 
 
-def summarise(runs: dict[str, dict]) -> dict:
+def summarise(runs: dict[str, dict], unigram: float | None = None) -> dict:
+    """One seed: the goal (scratch's final eval loss), each method's cost to reach it and
+    savings, and the regime (how far below the unigram line scratch ends)."""
     goal = runs["scratch"]["curve"][-1]["loss"]
     scratch = {axis: cost_to_reach(runs["scratch"]["curve"], goal, axis) for axis in ("flops", "seconds")}
     small = runs.get("small", {}).get("results", {})
@@ -191,8 +244,10 @@ def summarise(runs: dict[str, dict]) -> dict:
         if method == "small":
             continue
         reached = {axis: cost_to_reach(run["curve"], goal, axis) for axis in ("flops", "seconds")}
-        row = {"final_loss": run["curve"][-1]["loss"], "steps_run": run["curve"][-1]["step"],
+        final = run["curve"][-1]["loss"]
+        row = {"final_loss": final, "steps_run": run["curve"][-1]["step"],
                "reached_goal": reached["flops"] is not None,
+               "distance_to_goal": max(0.0, final - goal),
                "flops_to_goal": reached["flops"], "seconds_to_goal": reached["seconds"]}
         for axis, key in (("flops", "flops"), ("seconds", "train_seconds")):
             if reached[axis] is None:
@@ -205,57 +260,193 @@ def summarise(runs: dict[str, dict]) -> dict:
         if "movie_reviews_dev_accuracy" in run:
             row["movie_reviews_dev_accuracy"] = run["movie_reviews_dev_accuracy"]
         rows[method] = row
-    return {"goal_eval_loss": goal, "scratch_flops": scratch["flops"],
-            "scratch_seconds": scratch["seconds"], "methods": rows}
+    summary = {"goal_eval_loss": goal, "scratch_flops": scratch["flops"],
+               "scratch_seconds": scratch["seconds"], "methods": rows}
+    if "small" in runs:
+        summary["small_final_loss"] = runs["small"]["curve"][-1]["loss"]
+    if unigram is not None:
+        summary["unigram_loss"] = unigram
+        summary["scratch_below_unigram"] = unigram - goal
+        summary["regime"] = "learning" if unigram - goal >= REGIME_MARGIN else "plateau"
+    return summary
+
+
+def _stats(values: list[float]) -> dict:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": var ** 0.5, "n": len(values)}
+
+
+def aggregate(seeds: dict[str, dict]) -> dict:
+    """Mean and sample standard deviation over seeds of every savings figure (over the seeds
+    in which the method reached the goal; `reached` says in how many it did), the regime."""
+    summaries = [seed["summary"] for seed in seeds.values()]
+    methods = {}
+    for summary in summaries:
+        for method in summary["methods"]:
+            methods.setdefault(method, [])
+            methods[method].append(summary["methods"][method])
+    table = {}
+    for method, rows in methods.items():
+        entry = {"seeds": len(rows), "reached": sum(r["reached_goal"] for r in rows),
+                 "final_loss": _stats([r["final_loss"] for r in rows]),
+                 "distance_to_goal": _stats([r["distance_to_goal"] for r in rows])}
+        for key in SAVINGS:
+            values = [r[key] for r in rows if r[key] is not None]
+            entry[key] = _stats(values) if values else None
+        accuracies = [r["movie_reviews_dev_accuracy"] for r in rows
+                      if "movie_reviews_dev_accuracy" in r]
+        if accuracies:
+            entry["movie_reviews_dev_accuracy"] = _stats(accuracies)
+        table[method] = entry
+    out = {"seeds": sorted(seeds, key=int), "methods": table,
+           "goal_eval_loss": _stats([s["goal_eval_loss"] for s in summaries])}
+    if all("unigram_loss" in s for s in summaries):
+        below = [s["scratch_below_unigram"] for s in summaries]
+        out["unigram_loss"] = _stats([s["unigram_loss"] for s in summaries])
+        out["scratch_below_unigram"] = _stats(below)
+        out["regime"] = "learning" if min(below) >= REGIME_MARGIN else "plateau"
+    if all("small_final_loss" in s for s in summaries):
+        out["small_final_loss"] = _stats([s["small_final_loss"] for s in summaries])
+    return out
+
+
+def merge(files: list[Path]) -> dict:
+    """Result files of the same preset and recipe but different seeds -> one results dict."""
+    loaded = [json.loads(Path(f).read_text()) for f in files]
+    first = loaded[0]
+    ignore = ("seeds", "quick")
+    for other, name in zip(loaded[1:], files[1:]):
+        differs = sorted(k for k in set(first["setup"]) | set(other["setup"])
+                         if k not in ignore and first["setup"].get(k) != other["setup"].get(k))
+        if differs:
+            raise SystemExit(f"error: {name} was run with a different setup ({', '.join(differs)}) "
+                             f"than {files[0]}; merge only seeds of one preset and recipe")
+    seeds, commands = {}, []
+    for results, name in zip(loaded, files):
+        for seed, run in results["seeds"].items():
+            if seed in seeds:
+                raise SystemExit(f"error: seed {seed} is in {name} and in an earlier file; "
+                                 "merge each seed once")
+            seeds[seed] = run
+        commands += results.get("commands", [])
+    merged = {**first, "commands": commands, "seeds": seeds,
+              "setup": {**first["setup"], "seeds": sorted(seeds, key=int)}}
+    merged["summary"] = aggregate(seeds)
+    return merged
+
+
+def _pm(stats: dict | None, scale: float = 100.0, unit: str = " %", digits: int = 1) -> str:
+    if stats is None:
+        return "—"
+    text = f"{scale * stats['mean']:.{digits}f}"
+    if stats["n"] > 1:
+        text += f" ± {scale * stats['std']:.{digits}f}"
+    return text + unit
 
 
 def markdown(results: dict) -> str:
-    def pct(value):
-        return "—" if value is None else f"{100 * value:.1f} %"
-
-    lines = ["| method | FLOPs savings (reuse) | wall-time savings (reuse) | FLOPs savings "
-             "(end-to-end) | steps run | last eval loss | movie-review dev acc. |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for method, row in results["summary"]["methods"].items():
-        acc = row.get("movie_reviews_dev_accuracy")
-        lines.append(f"| {method} | {pct(row['reuse_flops_savings'])} | "
-                     f"{pct(row['reuse_seconds_savings'])} | {pct(row['end_to_end_flops_savings'])}"
-                     f" | {row.get('steps_run', '—')} | {row['final_loss']:.3f} | {'—' if acc is None else f'{100 * acc:.1f} %'} |")
-    setup = results["setup"]
+    summary, setup = results["summary"], results["setup"]
+    lines = []
+    regime = summary.get("regime")
+    if regime == "plateau":
+        lines.append(f"**Regime: plateau.** Scratch ends only {_pm(summary['scratch_below_unigram'], 1, '', 2)} "
+                     f"nats below the unigram line ({_pm(summary['unigram_loss'], 1, '', 3)}); "
+                     f"less than {REGIME_MARGIN} nat: the models learned little beyond token "
+                     "frequencies, so these figures are not savings.")
+    elif regime == "learning":
+        lines.append(f"**Regime: learning.** Unigram line {_pm(summary['unigram_loss'], 1, '', 3)} "
+                     f"nats; scratch ends {_pm(summary['scratch_below_unigram'], 1, '', 2)} nats "
+                     f"below it (goal = scratch's final eval loss {_pm(summary['goal_eval_loss'], 1, '', 3)}); "
+                     f"source ends at {_pm(summary.get('small_final_loss'), 1, '', 3)}; "
+                     f"seeds {', '.join(summary['seeds'])}; mean ± sample std over seeds.")
+    has_acc = any("movie_reviews_dev_accuracy" in row for row in summary["methods"].values())
+    lines += ["", "| method | seeds | FLOPs savings (reuse) | wall-clock savings (reuse) | FLOPs "
+              "savings (end-to-end) | reached goal | last eval loss | short of goal by |"
+              + (" movie-review dev acc. |" if has_acc else ""),
+              "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if has_acc else "")]
+    for method, row in summary["methods"].items():
+        short = "—" if row["reached"] == row["seeds"] else _pm(row["distance_to_goal"], 1, " nats", 3)
+        line = (f"| {method} | {row['seeds']} | {_pm(row['reuse_flops_savings'])} | "
+                f"{_pm(row['reuse_seconds_savings'])} | {_pm(row['end_to_end_flops_savings'])} | "
+                f"{row['reached']}/{row['seeds']} | {_pm(row['final_loss'], 1, '', 3)} | {short} |")
+        if has_acc:
+            line += f" {_pm(row.get('movie_reviews_dev_accuracy'))} |"
+        lines.append(line)
     lines.append("")
     lines.append(f"{setup['preset']}: {setup['source']} → {setup['target']}, {setup['steps']} steps "
-                 f"per run (small: {setup['small_steps']}), batch {setup['batch_size']} × "
-                 f"{setup['block_size']}, bf16 {setup['bf16']}, seed {setup['seed']}; goal = scratch "
-                 f"final eval loss {results['summary']['goal_eval_loss']:.3f}; machine: "
-                 f"{results['machine']['cpu']}, {results['machine']['cores']} cores. "
+                 f"per target run (source: {setup['small_steps']}), batch {setup['batch_size']} × "
+                 f"{setup['block_size']}, bf16 {setup['bf16']}, scratch LR {setup['learning_rate']} "
+                 f"(warmup {setup['warmup_steps']}), after-growth LR {setup['grown_learning_rate']} "
+                 f"(warmup {setup['grown_warmup_steps']}), LiGO {setup['ligo_steps']} operator steps; "
+                 f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores. "
                  + ("Runs other than scratch and small end at their first eval at or below the "
                     "goal (--stop_at_goal), so their last eval loss is that crossing. "
-                    if setup.get("stop_at_goal") else "") +
-                 f"Command: `{results['command']}`.")
+                    if setup.get("stop_at_goal") else "")
+                 + ("A --quick run: tiny models, not for numbers. " if setup.get("quick") else "")
+                 + "Commands: " + "; ".join(f"`{c}`" for c in results["commands"]) + ".")
     return "\n".join(lines)
 
 
-def plot(results: dict, folder: Path) -> list[Path]:
+def _mean_curve(curves: list[list[dict]], axis: str) -> tuple[list, list, list]:
+    """Per eval step: mean x, mean loss, std of the loss over the seeds that have the point."""
+    by_step: dict[int, list[dict]] = {}
+    for curve in curves:
+        for point in curve:
+            by_step.setdefault(point["step"], []).append(point)
+    xs, ys, sds = [], [], []
+    for step in sorted(by_step):
+        points = by_step[step]
+        xs.append(sum(p[axis] for p in points) / len(points))
+        losses = _stats([p["loss"] for p in points])
+        ys.append(losses["mean"])
+        sds.append(losses["std"])
+    return xs, ys, sds
+
+
+def plot(results: dict, folder: Path, name: str | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    name = name or f"growth_{results['setup']['preset']}"
+    methods = list(results["summary"]["methods"]) + ["small"]
+    markers = "o^svD<>pPX*hd"
     written = []
     for axis, label in (("flops", "training FLOPs"), ("seconds", "wall-clock seconds")):
-        figure, ax = plt.subplots(figsize=(7, 4.5))
-        for method, run in results["runs"].items():
-            xs = [p[axis] for p in run["curve"]]
-            line, = ax.plot(xs, [p["loss"] for p in run["curve"]], label=method, marker=".")
-            for event_x in run.get("growth_at", {}).get(axis, []):
+        figure, ax = plt.subplots(figsize=(8, 5))
+        for index, method in enumerate(methods):
+            curves = [seed["runs"][method]["curve"] for seed in results["seeds"].values()
+                      if method in seed["runs"]]
+            if not curves:
+                continue
+            xs, ys, sds = _mean_curve(curves, axis)
+            line, = ax.plot(xs, ys, label=f"{method} ({len(curves)} seed{'s' * (len(curves) > 1)})",
+                            marker=markers[index % len(markers)], markersize=3, linewidth=1)
+            if len(curves) > 1:
+                ax.fill_between(xs, [y - s for y, s in zip(ys, sds)],
+                                [y + s for y, s in zip(ys, sds)], color=line.get_color(), alpha=0.2)
+            events = [x for seed in results["seeds"].values() if method in seed["runs"]
+                      for x in seed["runs"][method].get("growth_at", {}).get(axis, [])]
+            for event_x in sorted(set(events))[:4]:
                 ax.axvline(event_x, color=line.get_color(), linestyle=":", alpha=0.6)
-        ax.axhline(results["summary"]["goal_eval_loss"], color="black", linewidth=0.8)
+        summary = results["summary"]
+        ax.axhline(summary["goal_eval_loss"]["mean"], color="black", linewidth=0.8,
+                   label="goal (scratch's final loss)")
+        if "unigram_loss" in summary:
+            ax.axhline(summary["unigram_loss"]["mean"], color="gray", linestyle="--",
+                       linewidth=0.8, label="unigram line")
         ax.set_xlabel(label)
         ax.set_ylabel("validation loss")
         ax.set_xscale("log" if axis == "flops" else "linear")
-        ax.legend(fontsize=8)
-        ax.set_title(f"{results['setup']['source']} → {results['setup']['target']}")
-        path = folder / f"growth_{results['setup']['preset']}_loss_vs_{axis}.png"
+        top = summary.get("unigram_loss", summary["goal_eval_loss"])["mean"] + 0.5
+        ax.set_ylim(summary["goal_eval_loss"]["mean"] - 0.3, top)
+        ax.legend(fontsize=7, ncol=2)
+        ax.set_title(f"{results['setup']['source']} → {results['setup']['target']} "
+                     f"({summary.get('regime', 'regime unknown')}; mean and ±1 std over seeds)",
+                     fontsize=9)
+        path = folder / f"{name}_loss_vs_{axis}.png"
         figure.tight_layout()
         figure.savefig(path, dpi=120)
         plt.close(figure)
@@ -263,96 +454,235 @@ def plot(results: dict, folder: Path) -> list[Path]:
     return written
 
 
+def lr_sweep(args, learning_rates: list[float], seed: int) -> dict:
+    """Scratch alone at each learning rate (same recipe otherwise): which one ends lowest."""
+    r = recipe(args)
+    work = Path(args.workdir) / f"{args.preset}-lr-sweep"
+    runs = {}
+    for lr in learning_rates:
+        print(f"=== scratch, learning rate {lr}", flush=True)
+        out = run_method("scratch", args, work, work / "small", seed=seed, learning_rate=lr,
+                         out=work / f"scratch-lr{lr}")
+        result = json.loads((out / "results.json").read_text())
+        runs[repr(lr)] = {"curve": read_curve(out, result.get("unigram_loss")), "results": result}
+    best = min(runs, key=lambda lr: runs[lr]["curve"][-1]["loss"])
+    return {"command": _command(args.argv), "preset": args.preset, "target": r["target"],
+            "seed": seed, "steps": r["steps"], "warmup_steps": r["warmup"], "runs": runs,
+            "best_learning_rate": float(best),
+            "final_loss": {lr: run["curve"][-1]["loss"] for lr, run in runs.items()}}
+
+
+def plot_sweep(sweep: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    for lr, run in sweep["runs"].items():
+        ax.plot([p["step"] for p in run["curve"]], [p["loss"] for p in run["curve"]],
+                marker=".", label=f"lr {lr}")
+    unigram = next(iter(sweep["runs"].values()))["results"].get("unigram_loss")
+    if unigram is not None:
+        ax.axhline(unigram, color="gray", linestyle="--", linewidth=0.8, label="unigram line")
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{sweep['preset']}: scratch {sweep['target']}, learning-rate sweep")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def estimate(args) -> str:
+    """FLOPs of each run of the preset (analytic, ligo.train.flops) and hours at --tflops."""
+    from ligo.models import load_config
+    from ligo.families import family_of
+    from ligo.train.flops import training_flops_per_token
+
+    r = recipe(args)
+    tokens_per_step = r["batch"] * r["block"]
+    head = 0.15 if PRESETS[args.preset]["family"] in ("bert", "roberta") else 1.0
+    lines = [f"{args.preset}: {r['source']} -> {r['target']}, batch {r['batch']} x {r['block']}, "
+             f"at a sustained {args.tflops:g} TFLOP/s"]
+    total = 0.0
+    for name, config, steps in (("small (source)", r["source"], r["small_steps"]),
+                                ("scratch (target)", r["target"], r["steps"])):
+        config = load_config(_config_path(config))
+        per_token = training_flops_per_token(config, r["block"], head, family_of(config).head_transform)
+        flops = per_token * tokens_per_step * steps
+        total += flops
+        lines.append(f"  {name}: {steps} steps, {flops:.3g} FLOPs, "
+                     f"{flops / (args.tflops * 1e12) / 3600:.2f} h")
+    lines.append(f"  every method at most the scratch budget; all {len(METHODS)} methods, one seed: "
+                 f"at most {(total + (len(METHODS) - 2) * flops) / (args.tflops * 1e12) / 3600:.1f} h")
+    return "\n".join(lines)
+
+
+def _command(argv: list[str]) -> str:
+    return "python bench/growth.py " + " ".join(argv)
+
+
+def run_seed(args, seed: int, methods: list[str]) -> dict:
+    """Every method for one seed: {"runs": ..., "summary": ...}."""
+    work = Path(args.workdir) / f"{args.preset}-seed{seed}"
+    shutil.rmtree(work, ignore_errors=True)  # the benchmark's own scratch space
+    work.mkdir(parents=True)
+    runs, unigram = {}, None
+    for method in methods:
+        print(f"=== {method} (seed {seed})", flush=True)
+        goal = runs["scratch"]["curve"][-1]["loss"] if args.stop_at_goal and runs else None
+        out = run_method(method, args, work, work / "small", goal, seed=seed)
+        result = json.loads((out / "results.json").read_text())
+        unigram = result.get("unigram_loss") if unigram is None else unigram
+        run = {"curve": read_curve(out, result.get("unigram_loss")), "results": result,
+               "growth_at": _growth_positions(out, result)}
+        if args.glue and PRESETS[args.preset]["family"] != "gpt2" and method != "small":
+            run["movie_reviews_dev_accuracy"] = movie_review_score(out, args, seed)
+        runs[method] = run
+        if method == "scratch" and unigram is not None and unigram - run["curve"][-1]["loss"] < REGIME_MARGIN:
+            print(f"warning: scratch ends {unigram - run['curve'][-1]['loss']:.2f} nats below the "
+                  f"unigram line {unigram:.3f} (< {REGIME_MARGIN}): plateau regime, the savings "
+                  "will not mean anything", flush=True)
+    return {"runs": runs, "unigram_loss": unigram, "summary": summarise(runs, unigram)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=list(PRESETS), default="bert")
     parser.add_argument("--source", help="source config in configs/ (default: the preset's)")
     parser.add_argument("--target", help="target config in configs/ (default: the preset's)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--train_files", nargs="+", default=[str(SHARED / "corpus" / "wiki.txt")])
-    parser.add_argument("--block_size", type=int, default=128)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=600,
-                        help="budget of the target runs (600: ~20 min for the scratch run here)")
-    parser.add_argument("--small_steps", type=int, default=600)
-    parser.add_argument("--learning_rate", type=float, default=2e-4)  # 5e-4: plateau, see README
-    parser.add_argument("--warmup_steps", type=int, default=60)
-    parser.add_argument("--grown_learning_rate", type=float, default=2e-4)
-    parser.add_argument("--grown_warmup_steps", type=int, default=30)
+    parser.add_argument("--methods", nargs="+", default=["all"], choices=("all", "core") + METHODS,
+                        help=f"all, core ({' '.join(CORE_METHODS)}) or method names; scratch and "
+                             "small always run")
+    parser.add_argument("--seeds", "--seed", type=int, nargs="+", default=[1],
+                        help="one result file holds every seed given (run in turn)")
+    parser.add_argument("--train_files", nargs="+", default=[str(SHARED / "corpus")])
+    parser.add_argument("--tokenizer_path", help="default: the preset's (bert, gpt2: one trained "
+                                                 "on the corpus at the target's vocab_size)")
+    parser.add_argument("--block_size", type=int)
+    parser.add_argument("--batch_size", type=int)
+    parser.add_argument("--steps", type=int, help="budget of the target runs (default: the preset's)")
+    parser.add_argument("--small_steps", type=int, help="budget of the source model")
+    parser.add_argument("--learning_rate", type=float, help="every from-scratch run")
+    parser.add_argument("--warmup_steps", type=int)
+    parser.add_argument("--grown_learning_rate", type=float, help="every grown run")
+    parser.add_argument("--grown_warmup_steps", type=int)
     parser.add_argument("--ligo_steps", type=int, default=100)
     parser.add_argument("--ligo_learning_rate", type=float, default=1e-3)
-    parser.add_argument("--eval_steps", type=int, default=50)
+    parser.add_argument("--eval_steps", type=int)
     parser.add_argument("--eval_max_batches", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--bf16", default="true")
-    parser.add_argument("--glue", action=argparse.BooleanOptionalAction, default=True,
-                        help="fine-tune each BERT result on the movie-review task")
+    parser.add_argument("--glue", action=argparse.BooleanOptionalAction, default=False,
+                        help="fine-tune each BERT result on the movie-review task (slow)")
     parser.add_argument("--glue_learning_rate", type=float, default=1e-4)
     parser.add_argument("--glue_train_samples", type=int, default=4000)
     parser.add_argument("--stop_at_goal", action=argparse.BooleanOptionalAction, default=True,
                         help="end each run but scratch and small at its first eval at or below "
                              "the scratch run's final loss (savings unchanged, much less time)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a does-it-run check")
-    parser.add_argument("--workdir", default=str(REPO / "out" / "bench_growth"))
+    parser.add_argument("--workdir", default=str(REPO / "out" / "bench_growth"),
+                        help="scratch space: <workdir>/<preset>-seed<N> is replaced by each run")
+    parser.add_argument("--cache_dir", help="tokenizer and token caches, kept between invocations "
+                                            "(default <workdir>/cache)")
     parser.add_argument("--output", help="results JSON (default bench/results/growth_<preset>.json)")
     parser.add_argument("--table", help="print the markdown table of this results JSON and exit")
+    parser.add_argument("--merge", nargs="+", type=Path,
+                        help="combine result files of different seeds into --output, and plot")
+    parser.add_argument("--lr_sweep", nargs="+", type=float,
+                        help="run scratch alone at each learning rate and write "
+                             "<output folder>/growth_<preset>_lr_sweep.json and its plot")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print the FLOPs of the preset's runs and the hours at --tflops")
+    parser.add_argument("--tflops", type=float, default=300.0,
+                        help="--estimate: sustained TFLOP/s of the accelerator")
     args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.table:
         results = json.loads(Path(args.table).read_text())
         print(markdown(results))
         return results
-    work = Path(args.workdir)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if args.estimate:
+        print(estimate(args))
+        return {}
+    default_output = REPO / "bench" / "results" / f"growth_{args.preset}.json"
+    if args.merge:
+        if not args.output:
+            parser.error("--merge needs --output (the merged results JSON)")
+        results = merge(args.merge)
+        results["commands"].append(_command(args.argv))
+        return _write(results, Path(args.output))
+    args.cache_dir = args.cache_dir or str(Path(args.workdir) / "cache")
     if args.quick:  # tiny (2 layers, hidden 64, heads of 32) -> 4 layers, hidden 128
-        args.source = args.source or f"{args.preset}-tiny.json"
+        work = Path(args.workdir)
+        work.mkdir(parents=True, exist_ok=True)
+        args.source = args.source or f"{PRESETS[args.preset]['family']}-tiny.json"
         if not args.target:
-            values = json.loads((REPO / "configs" / f"{args.preset}-tiny.json").read_text())
+            family = PRESETS[args.preset]["family"]
+            values = json.loads((REPO / "configs" / f"{family}-tiny.json").read_text())
             wide = {"bert": dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4,
                                  intermediate_size=512),
-                    "gpt2": dict(n_layer=4, n_embd=128, n_head=4, n_inner=512)}[args.preset]
+                    "gpt2": dict(n_layer=4, n_embd=128, n_head=4, n_inner=512)}[family]
             args.target = str(work / "quick_target.json")
             Path(args.target).write_text(json.dumps({**values, **wide}))
         args.steps, args.small_steps, args.ligo_steps = 24, 24, 4
         args.eval_steps, args.eval_max_batches, args.batch_size, args.block_size = 6, 2, 8, 64
         args.warmup_steps, args.grown_warmup_steps, args.bf16, args.glue = 4, 2, "false", False
-    methods = [m for m in METHODS if m in args.methods or m in ("scratch", "small")]
-    runs = {}
-    for method in methods:
-        print(f"=== {method}", flush=True)
-        goal = runs["scratch"]["curve"][-1]["loss"] if args.stop_at_goal and runs else None
-        out = run_method(method, args, work, work / "small", goal)
-        result = json.loads((out / "results.json").read_text())
-        run = {"curve": read_curve(out), "results": result,
-               "growth_at": _growth_positions(out, result)}
-        if args.glue and PRESETS[args.preset]["family"] != "gpt2" and method != "small":
-            run["movie_reviews_dev_accuracy"] = movie_review_score(out, args)
-        runs[method] = run
+        family = PRESETS[args.preset]["family"]  # the published vocabulary: no tokenizer training
+        args.tokenizer_path = args.tokenizer_path or str(
+            SHARED / "vocab" / ("bert-base-uncased-vocab.txt" if family == "bert" else "gpt2"))
+    if args.lr_sweep:
+        sweep = lr_sweep(args, args.lr_sweep, args.seeds[0])
+        folder = Path(args.output).parent if args.output else default_output.parent
+        path = folder / f"growth_{args.preset}_lr_sweep.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(sweep, indent=1) + "\n")
+        try:
+            plot_sweep(sweep, path.with_suffix(".png"))
+        except ImportError:
+            print("matplotlib not installed (pip install 'ligo[plot]'): no plot", flush=True)
+        for lr, loss in sweep["final_loss"].items():
+            print(f"lr {lr}: final eval loss {loss:.4f}")
+        print(f"best: {sweep['best_learning_rate']} ({path})")
+        return sweep
+    chosen = set(args.methods)
+    chosen |= set(METHODS) if "all" in chosen else set()
+    chosen |= set(CORE_METHODS) if "core" in chosen else set()
+    methods = [m for m in METHODS if m in chosen or m in ("scratch", "small")]
+    seeds = {str(seed): run_seed(args, seed, methods) for seed in args.seeds}
     import torch
     from throughput import cpu_name  # bench/throughput.py, next to this script
 
+    r = recipe(args)
     results = {
-        "command": "python bench/growth.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commands": [_command(args.argv)],
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
-        "setup": {"preset": args.preset, "source": args.source or PRESETS[args.preset]["source"],
-                  "target": args.target or PRESETS[args.preset]["target"], "steps": args.steps,
-                  "small_steps": args.small_steps, "batch_size": args.batch_size,
-                  "block_size": args.block_size, "bf16": args.bf16, "seed": args.seed,
-                  "learning_rate": args.learning_rate, "warmup_steps": args.warmup_steps,
-                  "grown_learning_rate": args.grown_learning_rate,
-                  "grown_warmup_steps": args.grown_warmup_steps, "ligo_steps": args.ligo_steps,
+        "setup": {"preset": args.preset, "source": r["source"], "target": r["target"],
+                  "steps": r["steps"], "small_steps": r["small_steps"], "batch_size": r["batch"],
+                  "block_size": r["block"], "bf16": args.bf16, "seeds": args.seeds,
+                  "learning_rate": r["lr"], "warmup_steps": r["warmup"],
+                  "grown_learning_rate": r["grown_lr"], "grown_warmup_steps": r["grown_warmup"],
+                  "ligo_steps": args.ligo_steps, "ligo_learning_rate": args.ligo_learning_rate,
+                  "eval_steps": r["eval_steps"], "eval_max_batches": args.eval_max_batches,
+                  "tokenizer": str(r["tokenizer"]) if r["tokenizer"] else
+                  f"trained on the corpus ({_config(_config_path(r['target']))['vocab_size']} tokens)",
                   "train_files": args.train_files, "quick": args.quick,
                   "stop_at_goal": args.stop_at_goal},
-        "runs": runs,
+        "seeds": seeds,
     }
-    results["summary"] = summarise(runs)
-    output = Path(args.output or (work / "growth_quick.json" if args.quick
-                                  else REPO / "bench" / "results" / f"growth_{args.preset}.json"))
+    results["summary"] = aggregate(seeds)
+    output = Path(args.output or (Path(args.workdir) / "growth_quick.json" if args.quick
+                                  else default_output))
+    return _write(results, output)
+
+
+def _write(results: dict, output: Path) -> dict:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=1) + "\n")
     try:
-        results["plots"] = [str(p) for p in plot(results, output.parent)]
+        results["plots"] = [str(p) for p in plot(results, output.parent, output.stem)]
     except ImportError:
         print("matplotlib not installed (pip install 'ligo[plot]'): no plots", flush=True)
     print(markdown(results))

@@ -30,6 +30,7 @@ def test_savings_reuse_and_end_to_end():
             "pli": {"curve": curve((100, 10, 3.5), (300, 30, 3.2))}}
     summary = growth.summarise(runs)
     assert summary["goal_eval_loss"] == 3.0
+    assert "regime" not in summary  # no unigram line given: no regime claimed
     stack = summary["methods"]["stack"]
     assert stack["reuse_flops_savings"] == pytest.approx(0.5)  # 100 vs 200
     assert stack["end_to_end_flops_savings"] == pytest.approx(1 - 140 / 200)  # + small's 40
@@ -38,13 +39,73 @@ def test_savings_reuse_and_end_to_end():
     assert summary["methods"]["pli"]["reuse_flops_savings"] is None
 
 
+def seed_results(seed, scratch_loss, stack_flops, unigram=6.5):
+    """A one-seed results dict as bench/growth.py writes it (curves made up, arithmetic real)."""
+    runs = {"scratch": {"curve": curve((100, 10, scratch_loss + 1), (200, 20, scratch_loss))},
+            "small": {"curve": curve((10, 1, 6.0)), "results": {"flops": 40, "train_seconds": 4}},
+            "stack": {"curve": curve((stack_flops, 8, scratch_loss))}}
+    return {"commands": [f"python bench/growth.py --seed {seed}"],
+            "machine": {"cpu": "test", "cores": 2},
+            "setup": {"preset": "bert", "source": "s.json", "target": "t.json", "steps": 2,
+                      "small_steps": 1, "batch_size": 8, "block_size": 64, "bf16": "false",
+                      "learning_rate": 1e-3, "warmup_steps": 1, "grown_learning_rate": 1e-3,
+                      "grown_warmup_steps": 1, "ligo_steps": 1, "seeds": [seed]},
+            "seeds": {str(seed): {"runs": runs, "unigram_loss": unigram,
+                                  "summary": growth.summarise(runs, unigram)}}}
+
+
+def test_regime_label_flips_when_scratch_ends_less_than_one_nat_below_the_unigram_line():
+    learning = growth.summarise(seed_results(1, 5.4, 100)["seeds"]["1"]["runs"], unigram=6.5)
+    assert learning["regime"] == "learning"
+    assert learning["scratch_below_unigram"] == pytest.approx(1.1)
+    plateau = growth.summarise(seed_results(1, 5.6, 100)["seeds"]["1"]["runs"], unigram=6.5)
+    assert plateau["regime"] == "plateau"
+    # one plateau seed makes the whole file a plateau result, and the table says so
+    results = {**seed_results(1, 5.4, 100)}
+    results["seeds"]["2"] = seed_results(2, 5.6, 100)["seeds"]["2"]
+    results["summary"] = growth.aggregate(results["seeds"])
+    assert results["summary"]["regime"] == "plateau"
+    assert growth.markdown(results).startswith("**Regime: plateau.**")
+    del results["seeds"]["2"]
+    results["summary"] = growth.aggregate(results["seeds"])
+    assert growth.markdown(results).startswith("**Regime: learning.**")
+
+
+def test_merge_averages_the_savings_of_two_seeds(tmp_path):
+    files = []
+    for seed, stack_flops in ((1, 100), (2, 60)):  # stack reaches the goal at 100 / 60 of 200
+        files.append(tmp_path / f"seed{seed}.json")
+        files[-1].write_text(json.dumps(seed_results(seed, 5.0, stack_flops)))
+    merged = growth.merge(files)
+    assert merged["setup"]["seeds"] == ["1", "2"]
+    stack = merged["summary"]["methods"]["stack"]["reuse_flops_savings"]
+    assert stack["mean"] == pytest.approx((0.5 + 0.7) / 2)
+    assert stack["std"] == pytest.approx(((0.5 - 0.6) ** 2 + (0.7 - 0.6) ** 2) ** 0.5)  # n - 1
+    assert stack["n"] == 2
+    assert "| stack | 2 | 60.0 ± 14.1 % |" in growth.markdown(merged)
+    assert len(merged["commands"]) == 2
+    with pytest.raises(SystemExit, match="seed 1"):
+        growth.merge([files[0], files[0]])
+    other = seed_results(3, 5.0, 80)
+    other["setup"]["steps"] = 99
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="different setup"):
+        growth.merge([files[0], tmp_path / "other.json"])
+
+
 def test_quick_benchmark_runs_every_method(tmp_path, shared_data):
-    results = growth.main(["--quick", "--workdir", str(tmp_path / "work")])
-    assert set(results["runs"]) == set(growth.METHODS)
-    assert results["runs"]["ligo"]["results"]["growth_flops"] > 0
-    assert results["runs"]["progressive"]["growth_at"]["flops"]  # a marker at the stage change
+    results = growth.main(["--quick", "--workdir", str(tmp_path / "work"),
+                           "--train_files", str(shared_data / "corpus" / "wiki.txt")])
+    runs = results["seeds"]["1"]["runs"]
+    assert set(runs) == set(growth.METHODS)
+    assert runs["ligo"]["results"]["growth_flops"] > 0
+    assert runs["progressive"]["growth_at"]["flops"]  # a marker at the stage change
+    unigram = runs["scratch"]["results"]["unigram_loss"]
+    assert all(p["below_unigram"] == pytest.approx(unigram - p["loss"]) for p in runs["stack"]["curve"])
     saved = json.loads((tmp_path / "work" / "growth_quick.json").read_text())
-    assert saved["summary"]["methods"]["scratch"]["reuse_flops_savings"] == 0.0
-    assert "| ligo |" in growth.markdown(saved)
-    assert all((tmp_path / "work" / f"growth_bert_loss_vs_{axis}.png").stat().st_size > 10_000
+    assert saved["summary"]["methods"]["scratch"]["reuse_flops_savings"]["mean"] == 0.0
+    assert saved["summary"]["regime"] == "plateau"  # 24 steps of a tiny model learn nothing
+    table = growth.markdown(saved)
+    assert "| ligo |" in table and "| zero |" in table and "not for numbers" in table
+    assert all((tmp_path / "work" / f"growth_quick_loss_vs_{axis}.png").stat().st_size > 10_000
                for axis in ("flops", "seconds"))
