@@ -34,3 +34,42 @@ def test_only_masked_positions_reach_the_head():
     labels[0, 3] = labels[1, 7] = 5
     LanguageModelingLoss(model, FAMILIES["bert"])(torch.randint(5, 100, (2, 16)), labels)
     assert seen == [torch.Size([2, 64])]
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_head_and_loss_in_chunks_equal_one_chunk_with_the_same_gradients(family, monkeypatch):
+    """Chunking the label tokens changes only the order of a sum (float64, every parameter)."""
+    from ligo.train import objective
+
+    config = load_config(CONFIGS / f"{family}-tiny.json")
+    torch.manual_seed(0)
+    model = build_model(config, FAMILIES[family]).double()
+    ids = torch.randint(5, 2000, (3, 24))
+    labels = ids.clone()
+    if FAMILIES[family].objective == "mlm":
+        labels[torch.rand(ids.shape) > 0.5] = -100
+    results = []
+    for chunk in (10 ** 9, 7):  # one chunk; then 7 label tokens each, a short last one
+        monkeypatch.setattr(objective, "LOSS_CHUNK_TOKENS", chunk)
+        model.zero_grad()
+        loss = LanguageModelingLoss(model, FAMILIES[family])
+        torch.manual_seed(1)  # the same dropout masks in both runs
+        out = loss.train()(ids, labels)
+        out["loss_sum"].backward()
+        with torch.no_grad():
+            correct = loss.eval()(ids, labels)["correct"]
+        results.append((out["loss_sum"].detach(), correct,
+                        {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (loss_one, correct_one, grads_one), (loss_chunked, correct_chunked, grads_chunked) = results
+    torch.testing.assert_close(loss_chunked, loss_one, rtol=1e-12, atol=1e-12)
+    assert correct_chunked == correct_one
+    for name, grad in grads_one.items():
+        torch.testing.assert_close(grads_chunked[name], grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_a_batch_without_label_tokens_has_zero_loss():
+    config = load_config(CONFIGS / "bert-tiny.json")
+    model = build_model(config, FAMILIES["bert"])
+    out = LanguageModelingLoss(model, FAMILIES["bert"])(torch.randint(5, 100, (2, 16)),
+                                                        torch.full((2, 16), -100))
+    assert out["loss_sum"].item() == 0.0 and out["tokens"].item() == 0
