@@ -39,10 +39,10 @@ def test_savings_reuse_and_end_to_end():
     assert summary["methods"]["pli"]["reuse_flops_savings"] is None
 
 
-def seed_results(seed, scratch_loss, stack_flops, unigram=6.5):
+def seed_results(seed, scratch_loss, stack_flops, unigram=6.5, small_loss=6.0):
     """A one-seed results dict as bench/growth.py writes it (curves made up, arithmetic real)."""
     runs = {"scratch": {"curve": curve((100, 10, scratch_loss + 1), (200, 20, scratch_loss))},
-            "small": {"curve": curve((10, 1, 6.0)), "results": {"flops": 40, "train_seconds": 4}},
+            "small": {"curve": curve((10, 1, small_loss)), "results": {"flops": 40, "train_seconds": 4}},
             "stack": {"curve": curve((stack_flops, 8, scratch_loss))}}
     return {"commands": [f"python bench/growth.py --seed {seed}"],
             "machine": {"cpu": "test", "cores": 2},
@@ -69,6 +69,18 @@ def test_regime_label_flips_when_scratch_ends_less_than_one_nat_below_the_unigra
     del results["seeds"]["2"]
     results["summary"] = growth.aggregate(results["seeds"])
     assert growth.markdown(results).startswith("**Regime: learning.**")
+
+
+def test_a_source_already_at_the_goal_is_not_a_growth_comparison():
+    """A source that ends at or below scratch's final loss "saves" by construction."""
+    results = seed_results(1, 5.0, 100, small_loss=4.9)
+    results["summary"] = growth.aggregate(results["seeds"])
+    assert results["seeds"]["1"]["summary"]["source_above_goal"] == pytest.approx(-0.1)
+    assert results["summary"]["regime"] == "source_reaches_goal"
+    assert growth.markdown(results).startswith("**Regime: the source reaches the goal.**")
+    # the plateau is the worse label when both hold
+    assert growth.summarise(seed_results(1, 6.0, 100, small_loss=5.9)["seeds"]["1"]["runs"],
+                            unigram=6.5)["regime"] == "plateau"
 
 
 def test_merge_averages_the_savings_of_two_seeds(tmp_path):
