@@ -42,7 +42,7 @@ and the LR schedule keeps the full budget); only the curves after the goal are n
     python bench/growth.py --preset bert --lr_sweep 5e-4 1e-3 2e-3  # scratch alone, per LR
     python bench/growth.py --preset bert-paper --estimate --tflops 300   # FLOPs and GPU hours
     python bench/growth.py --quick                 # a smoke run of every method (~2 min)
-    python bench/growth.py --table bench/results/growth_bert.json   # the README table
+    python bench/growth.py --table bench/results/growth_gpt2.json   # the README table
 """
 from __future__ import annotations
 
