@@ -164,6 +164,7 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
               "--output_dir", str(out), "--overwrite_output_dir", "--disable_tqdm",
               "--lr_scheduler_type", "linear", "--documents", "blank_line"]
     if r["tokenizer"] is not None:  # else: one trained on the corpus (cached in --cache_dir)
+        # before --output_dir: the LiGO operator run below takes common up to it
         common[4:4] = ["--tokenizer_path", str(r["tokenizer"])]
     scratch_lr = ["--learning_rate", str(learning_rate or r["lr"]), "--warmup_steps", str(r["warmup"])]
     grown_lr = ["--learning_rate", str(r["grown_lr"]), "--warmup_steps", str(r["grown_warmup"])]
