@@ -14,6 +14,8 @@ sequence length, optimizer, evaluation set and seed; the runs are ordinary
     double        staged training's exact doubling (net2net for other ratios)
     zero          zero-initialised new width (MSG's init without its masks), stacking for depth
     ligo          LiGO operator trained --ligo_steps (stackbert_noisy rand), then pretraining
+    ligo_from_stack  the same, its operator initialised exactly as `stack` (stack +
+                  bert2bert_fpi: --init_from_operator), so it starts at the source's loss
     progressive   progressive stacking from scratch at the target width: half depth, then full
     pli           progressive layer insertion from half depth, a layer at a time
     staged        staged training from the source config, automatic (slope) schedule
@@ -83,8 +85,8 @@ PRESETS = {
                        grown_warmup=0, eval_steps=2000, batch=256, block=128),
 }
 METHODS = ("scratch", "small", "stack", "interpolate", "bert2bert", "double", "zero", "ligo",
-           "progressive", "pli", "staged")
-REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", "ligo"}  # grown from `small`
+           "ligo_from_stack", "progressive", "pli", "staged")
+REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", "ligo", "ligo_from_stack"}  # grown from `small`
 # the methods of the LiGO paper's comparison: run with every seed (--seeds); others once
 CORE_METHODS = ("scratch", "small", "stack", "bert2bert", "ligo")
 # scratch must end at least this far below the eval set's unigram line, or nothing was learned
@@ -153,19 +155,8 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
     from ligo.pretrain import main as pretrain_main
 
     r = recipe(args)
-    configs = REPO / "configs"
     out = out or work / method
-    common = ["--config", str(configs / r["args"]), "--train_files", *args.train_files,
-              "--cache_dir", str(args.cache_dir),
-              "--block_size", str(r["block"]), "--per_device_train_batch_size",
-              str(r["batch"]), "--eval_steps", str(r["eval_steps"]), "--eval_max_batches",
-              str(args.eval_max_batches), "--logging_steps", str(r["eval_steps"]),
-              "--ckpt_steps", str(10 ** 9), "--seed", str(seed), "--bf16", str(args.bf16),
-              "--output_dir", str(out), "--overwrite_output_dir", "--disable_tqdm",
-              "--lr_scheduler_type", "linear", "--documents", "blank_line"]
-    if r["tokenizer"] is not None:  # else: one trained on the corpus (cached in --cache_dir)
-        # before --output_dir: the LiGO operator run below takes common up to it
-        common[4:4] = ["--tokenizer_path", str(r["tokenizer"])]
+    common = common_flags(args, seed) + ["--output_dir", str(out), "--overwrite_output_dir"]
     scratch_lr = ["--learning_rate", str(learning_rate or r["lr"]), "--warmup_steps", str(r["warmup"])]
     grown_lr = ["--learning_rate", str(r["grown_lr"]), "--warmup_steps", str(r["grown_warmup"])]
     target, source = _config_path(r["target"]), _config_path(r["source"])
@@ -183,17 +174,14 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
         depth, width = grow[method]
         argv = common + grown_lr + steps + from_small + [
             "--config_name", target, "--grow_scheme", depth, "--width_scheme", width]
-    elif method == "ligo":
-        grow_main(common[:common.index("--output_dir")] + [
-            "--output_dir", str(work / "ligo_operator"), "--overwrite_output_dir", "--disable_tqdm",
-            "--config_name", target, "--source_model_path", str(small_dir), "--tune_width",
-            "--tune_depth", "--fuse_init_scheme", "stackbert_noisy", "rand",
-            "--max_steps", str(args.ligo_steps), "--learning_rate", str(args.ligo_learning_rate),
-            "--eval_steps", str(args.ligo_steps), "--lr_scheduler_type", "linear",
-            "--documents", "blank_line"])
+    elif method in ("ligo", "ligo_from_stack"):
+        operator_dir = work / f"{method}_operator"
+        init = (["--init_from_operator", "stack", "bert2bert_fpi"] if method == "ligo_from_stack"
+                else ["--fuse_init_scheme", "stackbert_noisy", "rand"])
+        grow_main(operator_flags(args, seed, operator_dir, small_dir) + init)
         argv = common + grown_lr + steps + ["--config_name", target, "--grow_scheme", "ligo",
                                             "--source_model_path", str(small_dir),
-                                            "--pretrained_ligo_path", str(work / "ligo_operator")]
+                                            "--pretrained_ligo_path", str(operator_dir)]
     elif method == "progressive":
         first = r["steps"] // 3
         argv = common + scratch_lr + ["--config_name", target, "--stages", f"{half},{_layers(target)}",
@@ -214,6 +202,32 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
     pretrain_main(argv)
     (out / "bench_wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     return out
+
+
+def common_flags(args, seed: int) -> list[str]:
+    """What every run of the preset shares: corpus, tokenizer, batch, evaluation, precision."""
+    r = recipe(args)
+    flags = ["--config", str(REPO / "configs" / r["args"]), "--train_files", *args.train_files,
+             "--cache_dir", str(args.cache_dir), "--block_size", str(r["block"]),
+             "--per_device_train_batch_size", str(r["batch"]), "--eval_steps", str(r["eval_steps"]),
+             "--eval_max_batches", str(args.eval_max_batches), "--logging_steps",
+             str(r["eval_steps"]), "--ckpt_steps", str(10 ** 9), "--seed", str(seed),
+             "--bf16", str(args.bf16), "--disable_tqdm", "--lr_scheduler_type", "linear",
+             "--documents", "blank_line"]
+    if r["tokenizer"] is not None:  # else: one trained on the corpus (cached in --cache_dir)
+        flags += ["--tokenizer_path", str(r["tokenizer"])]
+    return flags
+
+
+def operator_flags(args, seed: int, out: Path, small_dir: Path) -> list[str]:
+    """A LiGO operator run of --ligo_steps at --ligo_learning_rate (its init flags follow)."""
+    steps = str(args.ligo_steps)
+    return common_flags(args, seed) + [
+        "--output_dir", str(out), "--overwrite_output_dir",
+        "--config_name", _config_path(recipe(args)["target"]), "--source_model_path",
+        str(small_dir), "--tune_width", "--tune_depth", "--max_steps", steps,
+        "--learning_rate", str(args.ligo_learning_rate), "--eval_steps", steps,
+        "--logging_steps", steps]
 
 
 def _config_path(name: str) -> str:
@@ -389,8 +403,11 @@ def markdown(results: dict) -> str:
               "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if has_acc else "")]
     for method, row in summary["methods"].items():
         short = "—" if row["reached"] == row["seeds"] else _pm(row["distance_to_goal"], 1, " nats", 3)
+        # a --quick run's seconds are timing noise (tiny steps on a shared machine: 76-82 %
+        # "savings" were seen for equal FLOPs), so no wall-clock figure is shown for it
+        seconds = "—" if setup.get("quick") else _pm(row['reuse_seconds_savings'])
         line = (f"| {method} | {row['seeds']} | {_pm(row['reuse_flops_savings'])} | "
-                f"{_pm(row['reuse_seconds_savings'])} | {_pm(row['end_to_end_flops_savings'])} | "
+                f"{seconds} | {_pm(row['end_to_end_flops_savings'])} | "
                 f"{row['reached']}/{row['seeds']} | {_pm(row['final_loss'], 1, '', 3)} | {short} |")
         if has_acc:
             line += f" {_pm(row.get('movie_reviews_dev_accuracy'))} |"
@@ -405,7 +422,8 @@ def markdown(results: dict) -> str:
                  + ("Runs other than scratch and small end at their first eval at or below the "
                     "goal (--stop_at_goal), so their last eval loss is that crossing. "
                     if setup.get("stop_at_goal") else "")
-                 + ("A --quick run: tiny models, not for numbers. " if setup.get("quick") else "")
+                 + ("A --quick run: tiny models, not for numbers (no wall-clock figures). "
+                    if setup.get("quick") else "")
                  + "Commands: " + "; ".join(f"`{c}`" for c in results["commands"]) + ".")
     return "\n".join(lines)
 
@@ -444,15 +462,18 @@ def plot(results: dict, folder: Path, name: str | None = None) -> list[Path]:
             if not curves:
                 continue
             xs, ys, sds = _mean_curve(curves, axis)
+            # distinct marker and dash per method: overlapping curves stay tellable apart
             line, = ax.plot(xs, ys, label=f"{method} ({len(curves)} seed{'s' * (len(curves) > 1)})",
-                            marker=markers[index % len(markers)], markersize=3, linewidth=1)
+                            marker=markers[index % len(markers)], markersize=3, linewidth=1,
+                            linestyle=("-", "--", "-.")[index % 3])
             if len(curves) > 1:
                 ax.fill_between(xs, [y - s for y, s in zip(ys, sds)],
                                 [y + s for y, s in zip(ys, sds)], color=line.get_color(), alpha=0.2)
             events = [x for seed in results["seeds"].values() if method in seed["runs"]
                       for x in seed["runs"][method].get("growth_at", {}).get(axis, [])]
-            for event_x in sorted(set(events))[:4]:
-                ax.axvline(event_x, color=line.get_color(), linestyle=":", alpha=0.6)
+            for number, event_x in enumerate(sorted(set(events))[:4]):
+                ax.axvline(event_x, color=line.get_color(), linestyle=":", alpha=0.6,
+                           label=f"{method}: growth" if number == 0 else None)
         summary = results["summary"]
         ax.axhline(summary["goal_eval_loss"]["mean"], color="black", linewidth=0.8,
                    label="goal (scratch's final loss)")
@@ -710,6 +731,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "stop_at_goal": args.stop_at_goal},
         "seeds": seeds,
     }
+    if args.quick:  # tiny models, timing noise: a does-it-run check, never a result
+        results["not_for_numbers"] = True
     results["summary"] = aggregate(seeds)
     output = Path(args.output or (Path(args.workdir) / "growth_quick.json" if args.quick
                                   else default_output))

@@ -11,9 +11,27 @@ import sys
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
+def interactive() -> bool:
+    """Progress bars only on a terminal: redirected to a file, tqdm's carriage-return
+    updates pile up into one unreadable line (the plain log lines say the same)."""
+    return sys.stderr.isatty()
+
+
+def quiet_library_progress_bars() -> None:
+    """transformers/huggingface_hub bars (e.g. "Writing model shards") off when not interactive."""
+    if interactive():
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already imported: the variable was read
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def setup_logging(is_main: bool = True) -> None:
     """INFO lines of the `ligo` loggers (warnings only on ranks other than 0); the root
     logger, and so a host application's logging, is left alone."""
+    quiet_library_progress_bars()
     root = logging.getLogger("ligo")
     root.setLevel(logging.INFO if is_main else logging.WARNING)
     if not root.handlers:
@@ -56,7 +74,9 @@ def run_distributed(body, groups: tuple, argv: list[str] | None, description: st
     from ligo.config import parse_args
 
     arguments = parse_args(groups, argv, description=description)
-    info = distributed.init_distributed()
+    timeout = next((a.dist_timeout_minutes for a in arguments if hasattr(a, "dist_timeout_minutes")),
+                   30.0)
+    info = distributed.init_distributed(timeout)
     setup_logging(info.is_main)
     try:
         return body(*arguments, info)

@@ -48,7 +48,9 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init_distributed() -> DistInfo:
+def init_distributed(timeout_minutes: float = 30.0) -> DistInfo:
+    """Join torchrun's process group. `timeout_minutes`: how long a collective waits for a
+    rank that stopped answering before the run fails (instead of hanging)."""
     world_size = launched_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available()
@@ -59,7 +61,7 @@ def init_distributed() -> DistInfo:
         return DistInfo(device=device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo",
-                                timeout=datetime.timedelta(minutes=30))
+                                timeout=datetime.timedelta(minutes=timeout_minutes))
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
                     local_rank=local_rank, device=device)
 

@@ -15,6 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from ligo.fileio import refuse_output_holding_inputs
+
 log = logging.getLogger("ligo.export")
 
 
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--overwrite_output_dir", action="store_true")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     out = Path(args.output_dir)
+    refuse_output_holding_inputs(out, {"checkpoint": args.checkpoint})
     if out.exists() and any(out.iterdir()) and not args.overwrite_output_dir:
         raise FileExistsError(f"--output_dir {out} is not empty; pass --overwrite_output_dir")
     return export_checkpoint(args.checkpoint, out)

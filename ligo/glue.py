@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ligo import distributed
+from ligo.fileio import refuse_foreign_output, refuse_output_holding_inputs
 
 log = logging.getLogger("ligo.glue")
 
@@ -122,7 +123,11 @@ def read_split(task: Task, path: Path, test: bool = False) -> Split:
         rows = read_rows(path, True)
         if not rows or a not in rows[0]:
             raise ValueError(f"{path}: no {a!r} column; is this {task.name}'s test.tsv?")
-        return Split([r[a] for r in rows], [r[b] for r in rows] if b else None, None,
+        # a task of one's own may label its test set: then it is scored, not only predicted
+        labels = [r[task.label] for r in rows] if task.label in rows[0] else None
+        if labels is not None:
+            labels = _checked_labels(task, labels, path)
+        return Split([r[a] for r in rows], [r[b] for r in rows] if b else None, labels,
                      [r.get(ident, str(i)) for i, r in enumerate(rows)])
     rows = read_rows(path, task.header)
     try:
@@ -131,13 +136,19 @@ def read_split(task: Task, path: Path, test: bool = False) -> Split:
         b = [r[task.b] for r in rows] if task.b is not None else None
     except (KeyError, IndexError) as error:
         raise ValueError(f"{path} does not have {task.name}'s columns (missing {error})") from error
+    return Split(a, b, _checked_labels(task, labels, path))
+
+
+def _checked_labels(task: Task, labels: list, path: Path) -> list:
     if task.labels is None:
-        labels = [float(x) for x in labels]
-    else:
-        unknown = set(labels) - set(task.labels)
-        if unknown:
-            raise ValueError(f"{path}: labels {sorted(unknown)[:3]} are not {task.name} labels {task.labels}")
-    return Split(a, b, labels)
+        try:
+            return [float(x) for x in labels]
+        except ValueError as error:
+            raise ValueError(f"{path}: a score is not a number ({error})") from None
+    unknown = set(labels) - set(task.labels)
+    if unknown:
+        raise ValueError(f"{path}: labels {sorted(unknown)[:3]} are not {task.name} labels {task.labels}")
+    return labels
 
 
 def compute_metrics(task: Task, predictions: np.ndarray, labels) -> dict[str, float]:
@@ -269,8 +280,10 @@ def finetune(model_dir: str, tokenizer, task: Task, train: Split, devs: dict[str
         config = AutoConfig.from_pretrained(model_dir, num_labels=num_labels, problem_type=problem_type)
         model = AutoModelForSequenceClassification.from_config(config)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, num_labels=num_labels, problem_type=problem_type)
+        from ligo.models import load_pretrained
+
+        model = load_pretrained(AutoModelForSequenceClassification, model_dir,
+                                num_labels=num_labels, problem_type=problem_type)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.to(info.device if info is not None else "cpu")
@@ -382,6 +395,21 @@ def _hub_data(task: Task, max_train: int | None):
     return train, {k: split(data[v][:]) for k, v in dev_names.items()}, {}
 
 
+def _check_sequence_length(model_dir: str, max_seq_length: int) -> None:
+    from ligo.families import family_of
+    from ligo.models import load_config
+
+    config = load_config(model_dir)
+    limit = family_of(config).max_block_size(config)
+    if max_seq_length > limit:
+        raise ValueError(f"--max_seq_length {max_seq_length} is above the {limit} positions of "
+                         f"the model in {model_dir}; lower it")
+
+
+# what a sweep writes into --output_dir; anything else there makes it refuse the folder
+GLUE_OUTPUTS = ("runs", "tensorboard", "submission", "results.json", "results.md")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir")
@@ -404,7 +432,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--distribute", choices=["runs", "data"], default="runs",
                         help="under torchrun: spread the sweep's runs over the processes (runs), "
                              "or run each run data-parallel on all of them (data)")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="write into an output folder that holds other files than an "
+                             "earlier sweep's")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from ligo.config import AT_LEAST_1, POSITIVE, Range, check_range
+
+    for flag, value, valid in (("--epochs", args.epochs, POSITIVE),
+                               ("--batch_size", args.batch_size, AT_LEAST_1),
+                               ("--max_seq_length", args.max_seq_length, Range(8)),
+                               ("--max_train_samples", args.max_train_samples, AT_LEAST_1)):
+        check_range(flag, value, valid)
+    for lr in args.learning_rates:
+        check_range("--learning_rates", lr, Range(0, 1, low_open=True))
+    from ligo.models import require_model_folder
+
+    require_model_folder(args.model_dir)
+    _check_sequence_length(args.model_dir, args.max_seq_length)
+    refuse_output_holding_inputs(args.output_dir, {"model_dir": args.model_dir,
+                                                   "--glue_dir": args.glue_dir,
+                                                   "--task_dir": args.task_dir})
+    refuse_foreign_output(args.output_dir, lambda name: name in GLUE_OUTPUTS,
+                          args.overwrite_output_dir, "an earlier GLUE sweep's")
     if args.task_dir:
         tasks = {Path(args.task_dir).name: (custom_task(Path(args.task_dir), args.task_type), Path(args.task_dir))}
     elif args.glue_dir or args.from_hub:
@@ -469,8 +518,13 @@ def _sweep(args, tasks: dict, info) -> dict:
             local_best[name] = run
             for split_name, split in tests.items():  # only a new local best predicts the test set
                 predictions = predict(model, tokenizer, task, split, fargs, info)  # collective
+                if split.labels is not None:  # a labelled test set: score it too
+                    run.setdefault("test", {})[split_name] = compute_metrics(task, predictions,
+                                                                             split.labels)
                 if writes:
                     write_submission(folder_out / f"{name}{split_name}.tsv", task, split, predictions)
+            if writes and "test" in run:
+                (folder_out / "result.json").write_text(json.dumps(run, indent=1))
     if writer is not None:
         writer.close()
     distributed.barrier(info)
@@ -488,6 +542,9 @@ def _sweep(args, tasks: dict, info) -> dict:
         devs = data[name][1] if name in data else load_task_data(task, folder, args.from_hub, 1)[1]
         results["tasks"][name] = {"score": best["score"], "best": best, "runs": runs,
                                   "majority_dev_accuracy": _majority(devs) if task.labels else None}
+        if "test" in best:  # the dev-selected run's score on the labelled test set
+            results["tasks"][name]["test"] = best["test"]
+            results["tasks"][name]["test_score"] = task_score(task, best["test"])
     results["average"] = glue_average({n: t["score"] for n, t in results["tasks"].items()})
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(markdown_table(results) + "\n")

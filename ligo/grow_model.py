@@ -16,7 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from ligo.config import GrowthArguments, parse_args
+from ligo.config import GrowthArguments, add_dataclass_arguments, argument_parser, from_namespace
+from ligo.fileio import refuse_output_holding_inputs
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt", "vocab.json", "merges.txt")
@@ -24,24 +25,27 @@ log = logging.getLogger("ligo.grow_model")
 
 
 def main(argv: list[str] | None = None) -> Path:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("source", nargs="?")
-    pre.add_argument("--config_name", required=True)
-    pre.add_argument("--output_dir", required=True)
-    pre.add_argument("--overwrite_output_dir", action="store_true")
-    known, rest = pre.parse_known_args(argv)
-    (growth,) = parse_args((GrowthArguments,), rest, description=__doc__)
+    parser = argument_parser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", nargs="?", help="the small model folder (or --source_model_path)")
+    parser.add_argument("--config_name", required=True, help="the larger model config JSON")
+    parser.add_argument("--output_dir", required=True, help="where the grown model is written")
+    parser.add_argument("--overwrite_output_dir", action="store_true")
+    add_dataclass_arguments(parser, GrowthArguments)
+    known = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    growth = from_namespace(GrowthArguments, known)
+    growth.check_operator_init()
     source = known.source or growth.source_model_path
     if not source:
         raise ValueError("give the small model folder (first argument or --source_model_path)")
     out = Path(known.output_dir)
+    refuse_output_holding_inputs(out, {"source": source, "--config_name": known.config_name,
+                                       "--pretrained_ligo_path": growth.pretrained_ligo_path})
     if out.exists() and any(out.iterdir()) and not known.overwrite_output_dir:
         raise FileExistsError(f"--output_dir {out} is not empty; pass --overwrite_output_dir")
 
-    from ligo.operators import grow
+    import ligo
 
-    model = grow(source, known.config_name, **growth.operator_options())
+    model = ligo.grow(source, known.config_name, **growth.api_options())
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     for name in TOKENIZER_FILES:

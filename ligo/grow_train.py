@@ -27,11 +27,12 @@ from ligo.cli import run, run_distributed
 from ligo.config import DataArguments, LiGOArguments, ModelArguments, TrainingArguments
 from ligo.data.tokenizer import save_hf_tokenizer
 from ligo.fileio import atomic_write_text
-from ligo.models import load_config, read_model_dir
+from ligo.models import load_config, model_from_state, read_model_dir
 from ligo.operators.learned import (LiGO, LiGOLoss, check_ligo_growth, generation_flops,
                                     save_operator)
 from ligo.pretrain import build_trainer, learned_line, prepare_run, run_results
 from ligo.train.flops import training_flops_per_token
+from ligo.train.objective import LanguageModelingLoss
 
 log = logging.getLogger("ligo.grow_train")
 # the operator trains for ~100 steps: its warmup must be a part of them
@@ -45,6 +46,20 @@ def cli(argv: list[str] | None = None) -> None:
 def main(argv: list[str] | None = None) -> dict:
     return run_distributed(train_operator, (ModelArguments, DataArguments, TrainingArguments,
                                             LiGOArguments), argv, __doc__)
+
+
+def reference_losses(trainer, small_config, small_state, setup, device) -> dict[str, float]:
+    """Eval loss, on the run's own eval blocks, of the source and of the fixed operator that
+    LiGO generalises (stack + bert2bert_fpi, the StackBERT init it starts near): what the
+    operator's training has to beat to be worth its FLOPs."""
+    import ligo
+
+    small = model_from_state(small_config, small_state)
+    fixed = ligo.grow(small, setup.config, depth="stack", width="bert2bert_fpi")
+    losses = {name: trainer.evaluate(LanguageModelingLoss(model, setup.family).to(device))["loss"]
+              for name, model in (("source", small), ("stack_fpi", fixed))}
+    del fixed  # a whole large model: not kept beside the operator's training
+    return losses
 
 
 def train_operator(model_args: ModelArguments, data_args: DataArguments,
@@ -62,7 +77,8 @@ def train_operator(model_args: ModelArguments, data_args: DataArguments,
     check_ligo_growth(small_config, load_config(model_args.config_name), options)  # before any work
     source = str(Path(ligo_args.source_model_path).resolve())
     setup = prepare_run(model_args, data_args, train_args, info, ligo_args.source_model_path,
-                        {"ligo": {"source": source, **asdict(options)}})
+                        {"ligo": {"source": source, **asdict(options)}},
+                        inputs={"--source_model_path": ligo_args.source_model_path})
 
     torch.manual_seed(train_args.seed)
     operator = LiGO(small_state, small_config, setup.config, options).to(info.device)
@@ -81,12 +97,22 @@ def train_operator(model_args: ModelArguments, data_args: DataArguments,
                                         if getattr(options, f"tune_{k}")),
              " ".join(ligo_args.fuse_init_scheme), len(setup.data.train), trainer.global_batch,
              flops_per_token)
+    references = reference_losses(trainer, small_config, small_state, setup, info.device)
     initial = trainer.evaluate() if trainer.progress.step == 0 else {}
     if initial:
-        log.info("large model at the operator's init: eval loss %.4f", initial["loss"])
+        log.info("eval loss at the start: source %.4f, fixed operator (stack + bert2bert_fpi) "
+                 "%.4f, the operator's init %.4f", references["source"],
+                 references["stack_fpi"], initial["loss"])
     evaluation = trainer.fit() or trainer.evaluate()
+    log.info("eval loss at the end: the operator %.4f, %+.4f vs the fixed operator %.4f (source "
+             "%.4f); the operator phase pays for itself only if its gain beats what %d steps of "
+             "the large model would bring", evaluation["loss"],
+             evaluation["loss"] - references["stack_fpi"], references["stack_fpi"],
+             references["source"], trainer.progress.step)
     results = run_results(trainer, evaluation, operator_parameters=trainable,
-                          flops_per_token=flops_per_token, init_eval_loss=initial.get("loss"))
+                          flops_per_token=flops_per_token, init_eval_loss=initial.get("loss"),
+                          source_eval_loss=references["source"],
+                          fixed_operator_eval_loss=references["stack_fpi"])
     if info.is_main:
         out = Path(train_args.output_dir)
         if results["finished"]:

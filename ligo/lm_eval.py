@@ -30,7 +30,8 @@ from ligo.data.blocks import TokenBlocks
 from ligo.data.collators import IGNORE_INDEX, MLMCollator
 from ligo.data.corpus import resolve_corpus
 from ligo.families import Family, family_of
-from ligo.models import load_config
+from ligo.config import AT_LEAST_1, check_range
+from ligo.models import load_config, load_pretrained, require_model_folder
 from ligo.train.loop import block_loss_totals
 from ligo.train.objective import LanguageModelingLoss
 
@@ -131,9 +132,10 @@ def evaluate(model_dir: str, eval_files: list[str] | None = None, documents: str
              lambada_file: str | None = None, seed: int = 0) -> dict:
     from transformers import AutoTokenizer
 
+    require_model_folder(model_dir)
     config = load_config(model_dir)
     family = family_of(config)
-    model = family.build_class().from_pretrained(model_dir, config=config).eval()
+    model = load_pretrained(family.build_class(), model_dir, config=config).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     max_length = max_length or family.max_block_size(config)
     if max_length > family.max_block_size(config):
@@ -192,6 +194,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_file", help="write the results as JSON here")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    for flag, value in (("--max_length", args.max_length), ("--stride", args.stride),
+                        ("--batch_size", args.batch_size), ("--max_eval_tokens", args.max_eval_tokens)):
+        check_range(flag, value, AT_LEAST_1)
     results = evaluate(args.model_dir, args.eval_files, args.documents, args.max_length, args.stride,
                        args.batch_size, args.pseudo_perplexity, args.max_eval_tokens,
                        args.lambada_file, args.seed)

@@ -13,6 +13,15 @@ def load_config(path: str | Path):
     """A `transformers` config from a JSON file or an HF model folder, validated."""
     path = Path(path)
     file = path / "config.json" if path.is_dir() else path
+    if path.is_dir() and not file.is_file() and (path / "run.json").is_file():
+        file = path / "run.json"  # a run without its final model yet: the config it records
+        try:
+            values = json.loads(file.read_text()).get("model_config")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+            raise ValueError(f"{file} is not valid JSON: {error}") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{file} records no model config")
+        return config_from_dict(values, file)
     if not file.is_file():
         raise FileNotFoundError(f"model config {path} does not exist")
     try:
@@ -28,6 +37,12 @@ def config_from_dict(values: dict, source: str | Path = "the config"):
     model_type = values.get("model_type")
     if model_type not in transformers.CONFIG_MAPPING:
         raise ValueError(f"unknown model type {model_type!r} in {source}")
+    for key in ("num_hidden_layers", "n_layer", "hidden_size", "n_embd", "num_attention_heads",
+                "n_head", "intermediate_size", "n_inner", "vocab_size", "max_position_embeddings",
+                "n_positions"):
+        value = values.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{source}: {key} must be a positive whole number, not {value!r}")
     config = transformers.CONFIG_MAPPING[model_type].from_dict(values)
     family_of(config)  # only the families we describe
     if config.hidden_size % config.num_attention_heads:
@@ -53,6 +68,15 @@ def ffn_size(config) -> int:
         or 4 * config.hidden_size
 
 
+SHAPE_FIELDS = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads",
+                "vocab_size", "max_position_embeddings", "type_vocab_size")
+
+
+def shape_signature(config) -> dict:
+    """Every size that shapes a weight (what a LiGO operator or a weights folder depends on)."""
+    return {**{name: getattr(config, name, None) for name in SHAPE_FIELDS}, "ffn": ffn_size(config)}
+
+
 def check_block_size(config, family: Family, block_size: int) -> None:
     limit = family.max_block_size(config)
     if block_size > limit:
@@ -69,11 +93,21 @@ def read_model_dir(path: str | Path):
     from ligo.roles import check_state_matches_config
 
     path = Path(path)
+    if not (path / "config.json").is_file() and path.is_dir():
+        found = newest_checkpoint_model(path)
+        if found is not None:
+            return found
     config = load_config(path)
     family = family_of(config)
     files = sorted(path.glob("model*.safetensors"))
     if files:
-        state = {k: v for f in files for k, v in load_file(str(f)).items()}
+        state = {}
+        for file in files:
+            try:
+                state.update(load_file(str(file)))
+            except Exception as error:  # noqa: BLE001 - SafetensorError, OSError, ...
+                raise ValueError(f"{file} cannot be read (truncated or damaged?): "
+                                 f"{error}") from error
     elif (path / "pytorch_model.bin").is_file():
         state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
@@ -81,13 +115,94 @@ def read_model_dir(path: str | Path):
     for key, role in family.tied.items():  # saved once, under the source role's key
         state.setdefault(key, state[family.keys[role].key])
     check_state_matches_config(state, config, family, what=f"the model in {path}")
+    check_finite(state, f"the model in {path}")
     return config, state
+
+
+def newest_checkpoint_model(run_dir: Path):
+    """(config, state dict) from the newest valid checkpoint of a run that has no final model
+    yet (stopped with --stop_after_steps, or killed); None if it has no checkpoint."""
+    import logging
+
+    from ligo.roles import check_state_matches_config
+    from ligo.train.checkpoint import list_checkpoints, load_latest_valid, whole_state
+
+    if not list_checkpoints(run_dir):
+        return None
+    found = load_latest_valid(run_dir)
+    if found is None:
+        raise ValueError(f"{run_dir} has no final model and none of its checkpoints is valid")
+    folder, state = found
+    if "model_config" not in state:
+        raise ValueError(f"{folder} was written before checkpoints recorded the model config; "
+                         "use a finished run's folder")
+    config = config_from_dict(state["model_config"], folder)
+    weights = whole_state(folder, state)["model"]
+    family = family_of(config)
+    for key, role in family.tied.items():
+        weights.setdefault(key, weights[family.keys[role].key])
+    check_state_matches_config(weights, config, family, what=f"the model in {folder}")
+    check_finite(weights, f"the model in {folder}")
+    logging.getLogger("ligo").info("%s has no final model: using its newest valid checkpoint %s "
+                                   "(step %d)", run_dir, folder.name, state["progress"]["step"])
+    return config, weights
+
+
+def require_model_folder(path: str | Path) -> None:
+    """For commands that load with transformers' from_pretrained: a run folder without its
+    final model is named, with the command that makes one."""
+    from ligo.train.checkpoint import list_checkpoints
+
+    path = Path(path)
+    if path.is_dir() and not (path / "config.json").is_file() and list_checkpoints(path):
+        raise ValueError(f"{path} is a run without a final model (stopped or killed); write one "
+                         f"from its newest checkpoint first: python -m ligo.export {path} "
+                         f"--output_dir {path}-model")
 
 
 def build_model(config, family: Family, weights_dir: str | None = None):
     model_class = family.build_class()
     if weights_dir:
-        if not (Path(weights_dir) / "config.json").is_file():
-            raise FileNotFoundError(f"{weights_dir} is not a model folder (no config.json)")
-        return model_class.from_pretrained(weights_dir, config=config)
+        check_weights_fit(config, weights_dir)
+        return load_pretrained(model_class, weights_dir, config=config)
     return model_class(config)
+
+
+def check_weights_fit(config, weights_dir: str | Path) -> None:
+    """--model_name_or_path must hold a model of `config`'s family and shapes: otherwise
+    from_pretrained would leave the mismatched weights at random init, with a warning only."""
+    if not (Path(weights_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"{weights_dir} is not a model folder (no config.json)")
+    saved = load_config(weights_dir)
+    if family_of(saved).name != family_of(config).name or shape_signature(saved) != shape_signature(config):
+        raise ValueError(f"--model_name_or_path {weights_dir} holds a {family_of(saved).name} "
+                         f"model of other shapes than --config_name ({family_of(config).name}); "
+                         "its weights would not load (random init). Give its own config, or "
+                         "grow it with --source_model_path")
+
+
+def check_finite(state: dict, what: str) -> None:
+    """Refuse weights holding NaN or Inf: damaged bytes would otherwise load, train to a NaN
+    loss and exit 0."""
+    import torch
+
+    bad = [k for k, v in state.items()
+           if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{what} holds NaN or Inf in {len(bad)} tensors ({', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''}): the file is damaged")
+
+
+def load_pretrained(model_class, folder: str | Path, **options):
+    """`model_class.from_pretrained(folder)` for folders someone sends: an unreadable weights
+    file is named in one error, and NaN/Inf weights are refused."""
+    from safetensors import SafetensorError
+
+    try:
+        model = model_class.from_pretrained(str(folder), **options)
+    except (OSError, RuntimeError, ValueError, SafetensorError) as error:
+        files = ", ".join(sorted(p.name for p in Path(folder).glob("*.safetensors"))) or "weights"
+        raise ValueError(f"the model in {folder} ({files}) cannot be loaded (truncated or "
+                         f"damaged?): {str(error).strip().splitlines()[0]}") from error
+    check_finite(model.state_dict(), f"the model in {folder}")
+    return model

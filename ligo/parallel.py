@@ -201,15 +201,17 @@ def load_sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_state_dict,
                                                          set_model_state_dict, set_state_dict)
 
-    with _own_kernels(optimizer):
+    from ligo.train.checkpoint import safe_load_planner, safe_shard_reader, shard_errors_named
+
+    with _own_kernels(optimizer), shard_errors_named(path):
         if not with_optimizer:
             state = {"model": get_model_state_dict(model)}
-            dcp.load(state, checkpoint_id=str(path))
+            dcp.load(state, storage_reader=safe_shard_reader(path), planner=safe_load_planner())
             set_model_state_dict(model, state["model"])
             return
         model_state, optim_state = get_state_dict(model, optimizer)  # templates to read into
         state = {"model": model_state, "optimizer": optim_state}
-        dcp.load(state, checkpoint_id=str(path))
+        dcp.load(state, storage_reader=safe_shard_reader(path), planner=safe_load_planner())
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optimizer"])
 

@@ -27,12 +27,13 @@ from ligo.data.corpus import resolve_corpus
 from ligo.data.pipeline import LMData, align_config_with_tokenizer, build_lm_data, obtain_tokenizer
 from ligo.data.tokenizer import save_hf_tokenizer
 from ligo.families import Family, family_of
-from ligo.models import build_model, check_block_size, load_config, model_from_state
+from ligo.models import (build_model, check_block_size, check_weights_fit, load_config,
+                         model_from_state)
 from ligo.operators import grow_for_training
 from ligo.operators.learned import grow_with_operator
 from ligo.schedule import (GrowthSchedule, LRSchedule, SlopeRule, auto_learning_rate, final_config,
                            non_embedding_parameters, plan_events, position_scheduler)
-from ligo.fileio import atomic_write_text
+from ligo.fileio import atomic_write_text, refuse_foreign_output, refuse_output_holding_inputs
 from ligo.train.checkpoint import list_checkpoints, load_latest_valid
 from ligo.train.flops import training_flops_per_token
 from ligo.train.loop import Trainer
@@ -64,7 +65,11 @@ def prepare_output_dir(args: TrainingArguments, identity: dict, info) -> None:
     has_run = run_file.exists() or list_checkpoints(out)
     if has_run and args.should_continue:
         if run_file.exists():
-            previous = json.loads(run_file.read_text())
+            try:
+                previous = json.loads(run_file.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise ValueError(f"{run_file} is not valid JSON ({error}); it is not a run "
+                                 "this package wrote") from None
             changed = sorted(k for k in identity if previous.get(k) != identity[k])
             if changed:
                 raise ValueError(f"--output_dir {out} holds a different run (differs in: "
@@ -78,6 +83,10 @@ def prepare_output_dir(args: TrainingArguments, identity: dict, info) -> None:
         for name in OWN_OUTPUTS:
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    if info.is_main:
+        for stray in out.glob(".checkpoint-*.tmp"):  # left by a write that was killed
+            shutil.rmtree(stray, ignore_errors=True)
+            log.info("removed %s (a checkpoint write that never finished)", stray)
     distributed.barrier(info)
     if info.is_main:
         atomic_write_text(run_file, json.dumps(identity, indent=1, sort_keys=True))
@@ -106,13 +115,31 @@ class RunSetup:
 
 def prepare_run(model_args: ModelArguments, data_args: DataArguments,
                 train_args: TrainingArguments, info: distributed.DistInfo,
-                tokenizer_path: str | None = None, extra_identity: dict | None = None) -> RunSetup:
-    """Arguments -> model config, corpus, tokenizer, output folder, token blocks."""
+                tokenizer_path: str | None = None, extra_identity: dict | None = None,
+                inputs: dict | None = None) -> RunSetup:
+    """Arguments -> model config, corpus, tokenizer, output folder, token blocks.
+    `inputs` (flag -> path): more folders the run reads, never to be its output folder."""
+    refuse_output_holding_inputs(train_args.output_dir, {
+        "--config_name": model_args.config_name or None,
+        "--model_name_or_path": model_args.model_name_or_path,
+        "--tokenizer_path": model_args.tokenizer_path, "--train_files": data_args.train_files,
+        **(inputs or {})})
+    out = Path(train_args.output_dir)
+    if not ((out / RUN_FILE).exists() or list_checkpoints(out)):  # a run: prepare_output_dir
+        # a run writes run.json before anything else, so without one nothing here is a run's
+        # own, whatever the names (a model folder holds config.json and model.safetensors too)
+        refuse_foreign_output(out, lambda name: False, train_args.overwrite_output_dir,
+                              "a run's (there is no run.json)")
     if train_args.num_threads:
         torch.set_num_threads(train_args.num_threads)
     config = load_config(model_args.config_name or model_args.model_name_or_path)
     family = family_of(config)
     check_block_size(config, family, data_args.block_size)
+    if model_args.model_name_or_path:
+        check_weights_fit(config, model_args.model_name_or_path)
+    if data_args.whole_word_mask and family.objective != "mlm":
+        raise ValueError(f"--whole_word_mask is for masked-LM models; {family.name} learns the "
+                         "next token: drop it")
 
     corpus = resolve_corpus(data_args.train_files, data_args.documents, data_args.dataset_name,
                             data_args.dataset_config_name, data_args.text_column)
@@ -170,14 +197,33 @@ def build_trainer(loss_module: torch.nn.Module, model: torch.nn.Module, setup: R
     if train_args.should_continue:
         found = load_latest_valid(Path(train_args.output_dir), info)
         if found:
+            check_same_run(found[0], found[1], setup.identity)
             trainer.load_state(found[1], found[0])
             log.info("resuming from %s (step %d)", found[0], trainer.progress.step)
         else:
             log.info("--should_continue: no valid checkpoint in %s, starting fresh",
                      train_args.output_dir)
+    if train_args.should_continue:  # rows the killed process wrote past its last checkpoint
+        trainer.metrics.drop_after(trainer.progress.step)
     if trainer.progress.step == 0:  # once per run, for tensorboard and readers of metrics.jsonl
         trainer.metrics.log("unigram", {"loss": trainer.unigram_loss}, 0, 0, 0.0, 0.0)
     return trainer
+
+
+def check_same_run(folder: Path, state: dict, identity: dict) -> None:
+    """A checkpoint records its run's identity: resuming another run's checkpoint (another
+    model, corpus, batch ...) is refused by name, not by a shape-mismatch traceback."""
+    try:
+        recorded = json.loads(state.get("run") or "{}")
+    except (TypeError, json.JSONDecodeError):
+        raise ValueError(f"{folder} records no readable run identity; it was not written by "
+                         "this package") from None
+    current = json.loads(json.dumps(identity))  # as it was recorded: tuples become lists
+    changed = sorted(k for k in current if k in recorded and recorded[k] != current[k])
+    if changed:
+        raise ValueError(f"{folder} is a checkpoint of another run (differs in: "
+                         f"{', '.join(changed)}); resume in its own folder or choose another "
+                         "--output_dir")
 
 
 def learned_line(evaluation: dict, unigram: float) -> str:
@@ -211,11 +257,14 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
         if not schedule.stage_epochs:  # check the events now, before anything is written
             plan_events(schedule, growth, load_config(model_args.config_name), train_args.max_steps)
     if growth.grows:
+        growth.check_operator_init()  # before any work
         source = growth.source_model_path and str(Path(growth.source_model_path).resolve())
         extra_identity["grown_from"] = {"source": source, **growth.operator_options()}
     # a grown model keeps its tokenizer (run_grow_distributed.py saves it with the operator)
     setup = prepare_run(model_args, data_args, train_args, info,
-                        growth.source_model_path or growth.pretrained_ligo_path, extra_identity)
+                        growth.source_model_path or growth.pretrained_ligo_path, extra_identity,
+                        inputs={"--source_model_path": growth.source_model_path,
+                                "--pretrained_ligo_path": growth.pretrained_ligo_path})
     config, family, data = setup.config, setup.family, setup.data
 
     events, lr_schedule = [], None
@@ -266,9 +315,12 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
         return distributed.wrap_data_parallel(module, info)
 
     def make_loss(grown):
-        return parallel.parallelize(LanguageModelingLoss(grown, family), grown, family, info,
+        loss = parallel.parallelize(LanguageModelingLoss(grown, family), grown, family, info,
                                     train_args.parallelism, train_args.bf16,
                                     train_args.activation_checkpointing)
+        if train_args.compile:  # the transformer body; the chunked head stays eager
+            grown.base_model.compile()
+        return loss
 
     def flops(model_config):
         return training_flops_per_token(model_config, data_args.block_size, data.head_fraction,
@@ -290,9 +342,13 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
         trainer.progress.flops = float(growth_cost.get("flops", 0.0))
         trainer.progress.seconds = float(growth_cost.get("seconds", 0.0))
     n_params = sum(p.numel() for p in model.parameters())
+    tokens = train_args.max_steps * trainer.global_batch * data_args.block_size
     log.info("%s: %.1fM parameters, %d train / %d valid blocks of %d tokens, global batch %d, "
-             "%.3g training FLOPs per token", family.name, n_params / 1e6, len(data.train),
-             len(data.valid), data_args.block_size, trainer.global_batch, flops_per_token)
+             "%.3g training FLOPs per token; the run: %d steps, %.3g tokens (%.2f epochs), %.3g "
+             "FLOPs%s", family.name, n_params / 1e6, len(data.train), len(data.valid),
+             data_args.block_size, trainer.global_batch, flops_per_token, train_args.max_steps,
+             tokens, tokens / max(1, len(data.train) * data_args.block_size),
+             tokens * flops_per_token, " (before growth events)" if schedule.active else "")
 
     evaluation = trainer.fit() or trainer.evaluate()
     model, n_params = trainer.model, sum(p.numel() for p in trainer.model.parameters())

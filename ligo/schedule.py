@@ -132,6 +132,10 @@ def plan_events(schedule, growth, config, max_steps: int, steps_per_epoch: int |
             budgets = [max(1, round(e * steps_per_epoch)) for e in schedule.stage_epochs]
         else:
             budgets = list(schedule.stage_steps)
+        if schedule.stages[-1] != config.num_hidden_layers:
+            raise ValueError(f"--stages {','.join(map(str, schedule.stages))} ends at "
+                             f"{schedule.stages[-1]} layers but --config_name has "
+                             f"{config.num_hidden_layers}: the last stage is the config's model")
         config.num_hidden_layers = schedule.stages[0]
         start = budgets[0]
         for target, budget in zip(schedule.stages[1:], budgets[1:]):
@@ -177,11 +181,12 @@ def _check_steps(events: list[GrowthEvent], max_steps: int, flag: str) -> None:
 @dataclass
 class LRSchedule:
     """Global step -> LR multiplier, piecewise over segments (see the module docstring).
-    A segment's warmup is `warmup_steps`, or `warmup_ratio` of its own total."""
+    A segment's warmup is `warmup_steps` when given (0 included), else `warmup_ratio` of its
+    own total."""
 
     kind: str
     total: int
-    warmup_steps: int = 0
+    warmup_steps: int | None = None
     warmup_ratio: float = 0.0
     end_ratio: float = 0.0  # poly: lr_end / peak
     power: float = 1.0  # poly
@@ -194,16 +199,21 @@ class LRSchedule:
                 segment = {"total": self.total, **candidate}
         return segment
 
+    def warmup(self, segment: dict) -> int:
+        if self.warmup_steps is not None:  # an explicit 0 means no warmup
+            return self.warmup_steps
+        return round(self.warmup_ratio * segment["total"])
+
     def warming_up(self, step: int) -> bool:
         """Inside a warmup or re-warm: the loss curve there says nothing about scaling."""
         segment = self.segment_at(step)
-        warmup = self.warmup_steps or round(self.warmup_ratio * segment["total"])
+        warmup = self.warmup(segment)
         position = segment["position"] + step - segment["start"]
         return position < warmup or position < segment["position"] + segment["rewarm"]
 
     def __call__(self, step: int) -> float:
         segment = self.segment_at(step)
-        warmup = self.warmup_steps or round(self.warmup_ratio * segment["total"])
+        warmup = self.warmup(segment)
         position = segment["position"] + step - segment["start"]
 
         def base(p):
@@ -256,7 +266,12 @@ def loglog_slope(compute: np.ndarray, loss: np.ndarray, window: float = 0.5) -> 
 @dataclass
 class SlopeRule:
     """Fires the next growth of `order` when the smoothed log-log slope rises above its
-    threshold; after the last growth, says stop above STOP_SLOPE."""
+    threshold; after the last growth, says stop above STOP_SLOPE.
+
+    The rule is the paper's "the curve has flattened": a slope above the threshold counts only
+    once the current model's curve has been steeper than it (`armed`). At the start of a run
+    the loss sits near its initial value before it falls, a flat stretch whose slope is above
+    every threshold; without this guard a short run grew there (bert-tiny, step 14 of 80)."""
 
     order: list[str]
     smoothing: float = 0.9
@@ -264,6 +279,7 @@ class SlopeRule:
     min_points: int = 10
     history: list[tuple[float, float]] = field(default_factory=list)  # (flops, loss) logged
     since: int = 0  # history index where the current model's curve starts
+    armed: bool = False  # the current curve has been steeper than the next threshold
 
     def observe(self, flops: float, loss: float) -> None:
         self.history.append((flops, loss))
@@ -279,9 +295,13 @@ class SlopeRule:
         slope = self.slope()
         if slope is None:
             return None
-        if done < len(self.order):
-            return self.order[done] if slope > SLOPE_THRESHOLDS[self.order[done]] else None
-        return "stop" if slope > STOP_SLOPE else None
+        threshold = SLOPE_THRESHOLDS[self.order[done]] if done < len(self.order) else STOP_SLOPE
+        if slope <= threshold:
+            self.armed = True
+            return None
+        if not self.armed:
+            return None
+        return self.order[done] if done < len(self.order) else "stop"
 
 
 def auto_event(step: int, what: str, config, args, max_steps: int,
@@ -366,6 +386,7 @@ class GrowthSchedule:
                             trainer.progress.flops, trainer.progress.seconds)
         if self.rule is not None:
             self.rule.since = len(self.rule.history)  # the new model's curve starts here
+            self.rule.armed = False
         log.info("step %d: grew (%s) to %d layers, hidden %d, %.1fM parameters; AdamW %s; "
                  "LR %s", step, event.kind or event.depth, new_config.num_hidden_layers,
                  new_config.hidden_size, n_params / 1e6,
@@ -436,7 +457,8 @@ class GrowthSchedule:
     def state(self) -> dict:
         return {"fired": self.fired, "segments": self.lr.segments,
                 "history": self.rule.history if self.rule else [],
-                "since": self.rule.since if self.rule else 0, "stop": self.stop}
+                "since": self.rule.since if self.rule else 0, "stop": self.stop,
+                "armed": self.rule.armed if self.rule else False}
 
     def restore(self, trainer, state: dict, config_dict: dict, step: int) -> None:
         """Before the trainer loads a checkpoint: the events fired by then, and the model,
@@ -450,6 +472,7 @@ class GrowthSchedule:
         if self.rule is not None:
             self.rule.history = [tuple(p) for p in state["history"]]
             self.rule.since = state["since"]
+            self.rule.armed = state.get("armed", True)  # older checkpoints: the rule as it was
         config = config_from_dict(config_dict, "the checkpoint's model config")
         if config.to_diff_dict() != trainer.model.config.to_diff_dict():
             with torch.random.fork_rng(devices=[]):  # weights come from the checkpoint

@@ -32,7 +32,20 @@ def test_malformed_argument_file_names_the_line(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--bf16", "--fp16"], "one of --bf16 and --fp16"),
-    (["--max_steps", "0"], "--max_steps must be at least 1"),
+    (["--max_steps", "0"], r"--max_steps 0 is out of range: it must lie in \[1, inf\)"),
+    (["--max_grad_norm", "-1"], r"--max_grad_norm -1 is out of range: it must lie in \(0, inf\)"),
+    (["--max_grad_norm", "0"], "--max_grad_norm 0 is out of range"),
+    (["--learning_rate", "0"], r"--learning_rate 0 is out of range: it must lie in \(0, 1\]"),
+    (["--learning_rate", "-1e-4"], "--learning_rate -0.0001 is out of range"),
+    (["--weight_decay", "-1"], "--weight_decay -1 is out of range"),
+    (["--lr_scheduler_type", "poly", "--learning_rate", "1e-4", "--lr_end", "1e-3"],
+     "--lr_end 0.001 must be below --learning_rate"),
+    (["--mlm_probability", "0.0001"], "--mlm_probability 0.0001 is out of range"),
+    (["--eval_max_batches", "0"], "--eval_max_batches 0 is out of range"),
+    (["--stop_after_steps", "0"], "--stop_after_steps 0 is out of range"),
+    (["--num_threads", "0"], "--num_threads 0 is out of range"),
+    (["--num_threads", "-1"], "--num_threads -1 is out of range"),
+    (["--dist_timeout_minutes", "0"], "--dist_timeout_minutes 0 is out of range"),
     (["--lr_scheduler_type", "step"], "--lr_scheduler_type must be"),
     (["--warmup_ratio", "1.5"], "--warmup_ratio"),
     (["--mlm_probability", "1.2"], "--mlm_probability"),
@@ -62,3 +75,23 @@ def test_grow_scheme_may_name_a_width_operator():
     (clash,) = parse_args((GrowthArguments,), ["--grow_scheme", "double", "--width_scheme", "zero"])
     with pytest.raises(ValueError, match="give one of them"):
         clash.operator_options()
+
+
+def test_an_explicit_zero_warmup_wins_over_the_argument_files_ratio(tmp_path):
+    # the LiGO after-growth recipe: --warmup_steps 0 on top of a file with warmup_ratio
+    recipe = tmp_path / "run.txt"
+    recipe.write_text("warmup_ratio = 0.06\nmax_steps = 100\n")
+    base = ["--config", str(recipe), "--config_name", "c", "--output_dir", "o"]
+    _, _, zero = parse_args(GROUPS, base + ["--warmup_steps", "0"])
+    _, _, unset = parse_args(GROUPS, base)
+    _, _, given = parse_args(GROUPS, base + ["--warmup_steps", "10"])
+    assert zero.num_warmup_steps == 0
+    assert unset.num_warmup_steps == 6
+    assert given.num_warmup_steps == 10
+
+
+def test_the_piecewise_schedule_honours_an_explicit_zero_warmup():
+    from ligo.schedule import LRSchedule
+
+    assert LRSchedule("linear", total=100, warmup_steps=0, warmup_ratio=0.1)(0) == 1.0
+    assert LRSchedule("linear", total=100, warmup_ratio=0.1)(0) == pytest.approx(0.1)

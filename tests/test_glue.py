@@ -184,6 +184,12 @@ def test_own_regression_task_and_classification_beats_the_majority_class(tmp_pat
                     "--learning_rates", "1e-3", "--seeds", "1", "--epochs", "1", "--max_seq_length", "64"])
     task = results["tasks"]["movie_reviews"]
     assert task["score"] > task["majority_dev_accuracy"] + 0.1, task
+    # its test.tsv has labels: the dev-selected run is scored there too, against a recount
+    submitted = (tmp_path / "cls" / "submission" / "movie_reviews.tsv").read_text().splitlines()[1:]
+    truth = [line.split("\t")[-1] for line in (MOVIES / "test.tsv").read_text().splitlines()[1:]]
+    predicted = [line.split("\t")[-1] for line in submitted]
+    assert task["test"][""]["accuracy"] == pytest.approx(np.mean([p == t for p, t in zip(predicted, truth)]))
+    assert task["test_score"] == task["test"][""]["accuracy"] > task["majority_dev_accuracy"]
     regression = main([str(pretrained_bert), "--task_dir", str(MOVIES / "regression"), "--task_type",
                        "regression", "--output_dir", str(tmp_path / "reg"), "--learning_rates", "1e-3",
                        "--seeds", "1", "--epochs", "1", "--max_seq_length", "64", "--max_train_samples", "2000"])

@@ -79,3 +79,43 @@ def test_resetting_the_optimizer_is_an_option(tmp_path, small_run, small_corpus,
                                "--max_steps", "1", "--source_model_path", str(small_run), *flag,
                                config=config))
         assert expected in caplog.text
+
+
+def test_a_damaged_newest_source_checkpoint_grows_the_final_model_not_an_older_step(
+        tmp_path, small_corpus, cache_dir, caplog):
+    from safetensors.torch import load_file
+
+    source = tmp_path / "source"
+    pretrain_main(run_argv(source, "bert", small_corpus, cache_dir, "--max_steps", "4",
+                           "--ckpt_steps", "2", "--save_total_limit", "3", "--learning_rate", "1e-3"))
+    state = source / "checkpoint-0000004" / "state.pt"
+    state.write_bytes(state.read_bytes()[:-100])  # the final step's checkpoint is damaged
+    config = write_config(tmp_path, "bert", num_hidden_layers=4)
+    out = tmp_path / "grown"
+    pretrain_main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "1",
+                           "--source_model_path", str(source), "--learning_rate", "1e-30",
+                           config=config))
+    assert "not the final model's step 4: growing the final model" in caplog.text
+    final = load_file(source / "model.safetensors")
+    grown = load_file(out / "model.safetensors")
+    key = "bert.encoder.layer.1.output.dense.weight"
+    torch.testing.assert_close(grown["bert.encoder.layer.3.output.dense.weight"], final[key],
+                               rtol=0, atol=1e-25)
+
+
+def test_a_stopped_run_is_a_growth_source_and_evaluation_says_to_export_it(
+        tmp_path, small_corpus, cache_dir, caplog):
+    from ligo.lm_eval import main as lm_eval_main
+
+    stopped = tmp_path / "stopped"
+    pretrain_main(run_argv(stopped, "bert", small_corpus, cache_dir, "--max_steps", "6",
+                           "--stop_after_steps", "2", "--ckpt_steps", "10"))
+    assert not (stopped / "config.json").exists() and (stopped / "checkpoint-0000002").is_dir()
+    config = write_config(tmp_path, "bert", num_hidden_layers=4)
+    grow_main([str(stopped), "--config_name", str(config), "--output_dir", str(tmp_path / "g")])
+    assert "using its newest valid checkpoint checkpoint-0000002 (step 2)" in caplog.text
+    results = pretrain_main(run_argv(tmp_path / "t", "bert", small_corpus, cache_dir, "--max_steps",
+                                     "1", "--source_model_path", str(stopped), config=config))
+    assert results["finished"]
+    with pytest.raises(ValueError, match=r"python -m ligo.export .*stopped"):
+        lm_eval_main([str(stopped)])

@@ -125,6 +125,17 @@ def test_grow_with_the_operator_and_pretrain_end_to_end(tmp_path, small_run, sma
                                                "--max_steps", "5", "--eval_steps", "5"))
     expected = materialise(load_operator(op)).state_dict()
 
+    # the Python API reaches the same materialised model
+    import ligo
+
+    api = ligo.grow(source, config, depth="ligo", operator=op).state_dict()
+    for key, tensor in expected.items():
+        torch.testing.assert_close(api[key], tensor, rtol=0, atol=0, msg=key)
+    with pytest.raises(ValueError, match="needs operator="):
+        ligo.grow(source, config, depth="ligo")
+    with pytest.raises(ValueError, match="drop width="):
+        ligo.grow(source, config, depth="ligo", operator=op, width="double")
+
     def argv(out, *extra):
         argv = run_argv(out, "bert", small_corpus, cache_dir, "--grow_scheme", "ligo",
                         "--source_model_path", str(source), "--pretrained_ligo_path", str(op),
@@ -136,16 +147,22 @@ def test_grow_with_the_operator_and_pretrain_end_to_end(tmp_path, small_run, sma
     def pretrain(out, *extra):
         return pretrain_main(argv(out, *extra))
 
-    # at learning rate 0 the run's weights are the materialised operator's (and the tokenizer
-    # comes from the source folder: no --tokenizer_path), also when the materialised model is
-    # sharded (FSDP + tensor parallelism on 2 processes) and gathered back at the end
-    frozen = pretrain(tmp_path / "frozen", "--learning_rate", "0")
-    torchrun(argv(tmp_path / "frozen_sharded", "--learning_rate", "0", "--parallelism", "fsdp",
+    # the original LiGO command's --fuse_init_scheme must be the operator's own init
+    with pytest.raises(ValueError, match="was trained from stackbert_noisy rand"):
+        pretrain(tmp_path / "other_init", "--fuse_init_scheme", "stackbert", "sel")
+    assert not (tmp_path / "other_init").exists()  # refused before any work
+
+    # at a learning rate of 1e-30 (0 is refused; AdamW's steps of ~1e-30 are below float32's
+    # resolution at these weights) the run's weights are the materialised operator's (and the
+    # tokenizer comes from the source folder: no --tokenizer_path), also when the materialised
+    # model is sharded (FSDP + tensor parallelism on 2 processes) and gathered back at the end
+    frozen = pretrain(tmp_path / "frozen", "--learning_rate", "1e-30")
+    torchrun(argv(tmp_path / "frozen_sharded", "--learning_rate", "1e-30", "--parallelism", "fsdp",
                   "--tp_size", "2"))
     for run in ("frozen", "frozen_sharded"):
         weights = load_file(tmp_path / run / "model.safetensors")
         for key, tensor in weights.items():
-            torch.testing.assert_close(tensor, expected[key], rtol=0, atol=0, msg=key)
+            torch.testing.assert_close(tensor, expected[key], rtol=0, atol=1e-25, msg=key)
     # the operator's training is part of the run's cost
     assert frozen["growth_flops"] == operator_results["flops"]
     assert frozen["flops"] == pytest.approx(operator_results["flops"]
@@ -162,3 +179,4 @@ def test_grow_with_the_operator_and_pretrain_end_to_end(tmp_path, small_run, sma
                                config=wide(tmp_path, "bert", num_hidden_layers=6)))
     with pytest.raises(ValueError, match="needs --pretrained_ligo_path"):
         pretrain_main(run_argv(tmp_path / "o2", "bert", small_corpus, cache_dir, "--grow_scheme", "ligo"))
+

@@ -168,6 +168,9 @@ def test_kill_and_resume_equals_uninterrupted_training(tmp_path, small_corpus, c
     ({"hidden_size": 60, "num_attention_heads": 7}, ValueError, "not divisible by 7 attention heads"),
     ({"max_position_embeddings": 32}, ValueError, "--block_size 64 is above the 32 positions"),
     ({"vocab_size": 1000}, ValueError, "tokenizer has 30522 tokens but the model's vocab_size is 1000"),
+    ({"num_hidden_layers": 0}, ValueError, "num_hidden_layers must be a positive whole number, not 0"),
+    ({"hidden_size": "64"}, ValueError, "hidden_size must be a positive whole number, not '64'"),
+    ({"hidden_size": 0}, ValueError, "hidden_size must be a positive whole number, not 0"),
 ])
 def test_bad_model_config_is_named(change, error, message, tmp_path, small_corpus, cache_dir):
     config = write_config(tmp_path, "bert", **change)
@@ -240,3 +243,101 @@ def test_fp16_with_grad_scaler_trains(tmp_path, small_corpus, cache_dir):
     assert state["scaler"]["scale"] > 0  # the scaler really ran and was saved
     assert state["data_position"]["global_batch"] == 8
     assert state["progress"]["step"] == 4 and state["progress"]["flops"] > 0
+
+
+def test_redirected_logs_are_plain_lines_without_the_padding_warning(tmp_path, small_corpus,
+                                                                     cache_dir, capfd, caplog):
+    # GPT-2's pad id is its EOS, which separates documents inside a block: transformers would
+    # warn that the blocks "may be padded" (they never are); and with stderr not a terminal
+    # no progress bar writes carriage returns
+    argv = [a for a in run_argv(tmp_path / "out", "gpt2", small_corpus, cache_dir, "--max_steps", "12",
+                                "--logging_steps", "6", "--eval_steps", "12")
+            if a != "--disable_tqdm"]
+    main(argv)
+    import logging  # the warning as transformers emits it, whether or not the blocks above hit it
+
+    logging.getLogger("transformers.modeling_utils").warning(
+        "We strongly recommend passing in an `attention_mask` since your input_ids may be padded.")
+    out, err = capfd.readouterr()
+    assert "\r" not in out + err
+    assert "attention_mask" not in out + err
+    assert "step 6/12 | loss" in out + err and "eval step 12/12" in out + err
+    # what the run will do, and how long it will take at the speed of its first steps
+    assert "the run: 12 steps, 6.14e+03 tokens" in caplog.text
+    assert "s per step so far: about" in caplog.text
+
+
+def test_resume_after_a_kill_cleans_stray_writes_and_repeated_metric_rows(tmp_path, small_corpus,
+                                                                           cache_dir):
+    out = tmp_path / "run"
+    argv = run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "4", "--ckpt_steps", "2",
+                    "--logging_steps", "1", "--eval_steps", "1", "--save_total_limit", "3")
+    main(argv)
+    # as if killed while writing the step-4 checkpoint: its rows are logged, it is not there
+    import shutil
+
+    shutil.rmtree(out / "checkpoint-0000004")
+    (out / ".checkpoint-0000004.x1y2.tmp").mkdir()
+    main(argv + ["--should_continue"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    keys = [(row["split"], row["step"]) for row in rows]
+    assert len(keys) == len(set(keys)), keys  # each step once, though steps 3-4 ran twice
+    assert ("train", 4) in keys and ("eval", 3) in keys and ("unigram", 0) in keys
+    assert not list(out.glob(".checkpoint-*.tmp"))
+
+
+def test_flags_that_cannot_apply_to_the_model_are_refused_before_work(tmp_path, small_corpus,
+                                                                      cache_dir, small_run):
+    with pytest.raises(ValueError, match="--whole_word_mask is for masked-LM models; gpt2"):
+        main(run_argv(tmp_path / "a", "gpt2", small_corpus, cache_dir, "--whole_word_mask"))
+    with pytest.raises(ValueError, match="--stages 1,4 ends at 4 layers but --config_name has 2"):
+        main(run_argv(tmp_path / "b", "bert", small_corpus, cache_dir, "--stages", "1,4",
+                      "--stage_steps", "2,2"))
+    with pytest.raises(ValueError, match="holds a bert model of other shapes than --config_name .gpt2"):
+        main(run_argv(tmp_path / "c", "gpt2", small_corpus, cache_dir, "--model_name_or_path",
+                      str(small_run("bert"))))
+    for name in "abc":
+        assert not (tmp_path / name / "run.json").exists()
+
+
+def test_evaluation_and_fine_tuning_flags_are_range_checked(tmp_path, small_run):
+    from ligo.glue import main as glue_main
+    from ligo.lm_eval import main as lm_eval_main
+
+    model = str(small_run("bert"))
+    for flags, message in ((["--stride", "0"], "--stride 0 is out of range"),
+                           (["--max_length", "0"], "--max_length 0 is out of range"),
+                           (["--batch_size", "0"], "--batch_size 0 is out of range")):
+        with pytest.raises(ValueError, match=message):
+            lm_eval_main([model, *flags])
+    for flags, message in ((["--epochs", "0"], "--epochs 0 is out of range"),
+                           (["--batch_size", "0"], "--batch_size 0 is out of range"),
+                           (["--max_seq_length", "4096"], "--max_seq_length 4096 is above the 512")):
+        with pytest.raises(ValueError, match=message):
+            glue_main([model, "--task_dir", str(tmp_path), "--output_dir", str(tmp_path / "g"),
+                       *flags])
+
+
+def test_resuming_another_runs_checkpoint_is_refused_by_name(tmp_path, small_corpus, cache_dir):
+    out = tmp_path / "run"
+    main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "2", "--ckpt_steps", "1"))
+    (out / "run.json").unlink()  # only the checkpoints tell whose run this is
+    other = write_config(tmp_path, "bert", num_hidden_layers=1)
+    with pytest.raises(ValueError, match=r"checkpoint-0000002 is a checkpoint of another run "
+                                         r"\(differs in: model_config\)"):
+        main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "3",
+                      "--should_continue", config=other))
+
+
+def test_compile_trains_the_same_weights_as_eager(tmp_path, small_corpus, cache_dir):
+    from safetensors.torch import load_file
+
+    # no dropout: compiled code draws its own random masks
+    config = write_config(tmp_path, "bert", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    weights = {}
+    for mode, extra in (("eager", []), ("compiled", ["--compile"])):
+        main(run_argv(tmp_path / mode, "bert", small_corpus, cache_dir, "--max_steps", "3",
+                      "--learning_rate", "1e-3", *extra, config=config))
+        weights[mode] = load_file(tmp_path / mode / "model.safetensors")
+    for key, tensor in weights["eager"].items():
+        torch.testing.assert_close(weights["compiled"][key], tensor, rtol=1e-4, atol=1e-5, msg=key)

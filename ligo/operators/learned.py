@@ -39,7 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ligo.families import LAYER_ROLES, ROLE_AXES, Family, family_of
-from ligo.models import config_from_dict, ffn_size, load_config, model_from_state
+from ligo.fileio import sha256_file
+from ligo.models import (check_finite, config_from_dict, ffn_size, load_config, model_from_state,
+                         shape_signature)
 from ligo.roles import Roles, expected_shapes, from_roles, to_roles
 
 log = logging.getLogger(__name__)
@@ -84,15 +86,6 @@ class LiGOOptions:
 def _size(config, kind: str) -> int:
     return {"hidden": config.hidden_size, "ffn": ffn_size(config),
             "attention": config.hidden_size}[kind]
-
-
-SHAPE_FIELDS = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads",
-                "vocab_size", "max_position_embeddings", "type_vocab_size")
-
-
-def shape_signature(config) -> dict:
-    """What an operator depends on: every size that shapes a weight."""
-    return {**{name: getattr(config, name, None) for name in SHAPE_FIELDS}, "ffn": ffn_size(config)}
 
 
 def check_ligo_growth(small_config, large_config, options: LiGOOptions) -> None:
@@ -415,7 +408,8 @@ def save_operator(operator: LiGO, folder: str | Path, training: dict | None = No
     description = {"family": operator.family.name,
                    "source_config": _config_dict(operator.small_config),
                    "target_config": _config_dict(operator.large_config),
-                   "options": asdict(operator.options), "training": training or {}}
+                   "options": asdict(operator.options), "training": training or {},
+                   "sha256": sha256_file(folder / OPERATOR_FILE)}
     atomic_write_text(folder / DESCRIPTION_FILE, json.dumps(description, indent=1))
     return folder
 
@@ -428,7 +422,7 @@ def read_description(folder: str | Path) -> dict:
                                     "--output_dir of run_grow_distributed.py")
     try:
         return json.loads((folder / DESCRIPTION_FILE).read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{folder / DESCRIPTION_FILE} is not valid JSON: {error}") from error
 
 
@@ -454,10 +448,15 @@ def load_operator(folder: str | Path, source_config=None, target_config=None) ->
                                   for d in (description["source_config"], description["target_config"]))
     if target_config is not None:
         large_config = target_config  # same shapes; the caller's dropout, ids etc. apply
+    recorded = description.get("sha256")  # operators saved before digests have none
+    if recorded is not None and sha256_file(folder / OPERATOR_FILE) != recorded:
+        raise ValueError(f"{folder / OPERATOR_FILE} does not match the SHA-256 recorded in "
+                         f"{DESCRIPTION_FILE} (corrupt or truncated)")
     try:
         state = torch.load(folder / OPERATOR_FILE, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means unusable
         raise ValueError(f"{folder / OPERATOR_FILE} cannot be loaded (corrupt?): {error}") from error
+    check_finite(state, str(folder / OPERATOR_FILE))
     family = family_of(small_config)
     dtype = next(iter(state.values())).dtype
     shapes = expected_shapes(small_config, family)

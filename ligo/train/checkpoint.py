@@ -11,10 +11,11 @@ digest; a corrupt or partial checkpoint is reported and the previous one used in
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -23,22 +24,16 @@ from pathlib import Path
 import torch
 
 from ligo import distributed
+from ligo.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
 SHARDS = "shards"  # a sharded checkpoint's torch.distributed.checkpoint folder
 
 
-class CheckpointError(RuntimeError):
-    pass
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used (missing, partial, corrupt or unsafe): bad input, so
+    the command lines report it as one `error:` line."""
 
 
 def _fsync(path: Path) -> None:
@@ -78,9 +73,9 @@ def _commit(tmp: Path, final: Path, step: int, state: dict, keep_last: int) -> N
     it into place as `final` and drop checkpoints beyond the last `keep_last`."""
     torch.save(state, tmp / "state.pt")
     _fsync(tmp / "state.pt")
-    meta = {"step": step, "sha256": _sha256(tmp / "state.pt")}
+    meta = {"step": step, "sha256": sha256_file(tmp / "state.pt")}
     if (tmp / SHARDS).is_dir():
-        meta["shards"] = {f.name: _sha256(f) for f in sorted((tmp / SHARDS).iterdir())}
+        meta["shards"] = {f.name: sha256_file(f) for f in sorted((tmp / SHARDS).iterdir())}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     _fsync(tmp / "meta.json")
     if final.exists():  # same step saved again: swap, then drop the old copy
@@ -133,13 +128,15 @@ def load_checkpoint(folder: Path, verify: bool = True) -> dict:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{meta_path} is not valid JSON: {error}") from error
-    if verify and _sha256(state_path) != meta.get("sha256"):
+    if verify and sha256_file(state_path) != meta.get("sha256"):
         raise CheckpointError(f"{state_path} does not match its recorded SHA-256 (corrupt or "
                               "truncated)")
     for name, digest in meta.get("shards", {}).items():
         shard = folder / SHARDS / name
-        if not shard.is_file() or (verify and _sha256(shard) != digest):
+        if not shard.is_file() or (verify and sha256_file(shard) != digest):
             raise CheckpointError(f"{shard} is missing or does not match its recorded SHA-256")
+    if meta.get("shards"):  # digests prove integrity, not authorship: refuse code in metadata
+        read_shard_metadata(folder / SHARDS / ".metadata")
     try:
         return torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means unusable
@@ -178,9 +175,106 @@ def whole_state(folder: Path, state: dict) -> dict:
     keyed by parameter name (see ligo.parallel.indexed_optimizer_state)."""
     if not state.get("sharded"):
         return state
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+    # torch's own dcp_to_torch_save, with the safe reader and planner below
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
-    with tempfile.TemporaryDirectory() as scratch:
-        dcp_to_torch_save(str(Path(folder) / SHARDS), Path(scratch) / "whole.pt")
-        whole = torch.load(Path(scratch) / "whole.pt", map_location="cpu", weights_only=True)
+    class SafeEmptyPlanner(_EmptyStateDictLoadPlanner):
+        load_bytes = _safe_load_bytes
+
+    whole: dict = {}
+    with shard_errors_named(Path(folder) / SHARDS):
+        _load_state_dict(whole, storage_reader=safe_shard_reader(Path(folder) / SHARDS),
+                         planner=SafeEmptyPlanner(), no_dist=True)
     return {**state, **whole}
+
+
+@contextlib.contextmanager
+def shard_errors_named(shards: Path):
+    """torch.distributed.checkpoint wraps what its reader or planner raised in a
+    CheckpointException, a BaseException: turned into a CheckpointError (bad input, one
+    `error:` line) that keeps the first line of the reason."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (CheckpointException, Exception) as error:  # noqa: BLE001
+        reasons = [line for line in str(error).splitlines() if "CheckpointError:" in line
+                   or "cannot be loaded" in line]
+        reason = reasons[0].split("CheckpointError:")[-1].strip() if reasons else \
+            (str(error).strip().splitlines() or ["unreadable"])[-1]
+        raise CheckpointError(f"the shards in {shards} cannot be loaded: {reason}") from error
+
+
+# ------------------------------------------------ reading shards someone else wrote, safely
+# torch.distributed.checkpoint unpickles a folder's `.metadata` with plain pickle.load and its
+# non-tensor values with torch.load(weights_only=False): a folder someone sends would run
+# code. Its metadata may name only these classes (DCP's own dataclasses, torch.Size, dtypes,
+# layouts, paths); non-tensor values are read with weights_only=True.
+_METADATA_CLASSES = {("torch.distributed.checkpoint.metadata", name) for name in (
+    "Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata",
+    "BytesStorageMetadata", "ChunkStorageMetadata", "_MEM_FORMAT_ENCODING")} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+    ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+    ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "WindowsPath"),
+    ("pathlib", "PureWindowsPath")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _METADATA_CLASSES or (
+                module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not a checkpoint metadata type")
+
+
+def read_shard_metadata(path: Path):
+    """A DCP `.metadata` file, unpickled with the allow-list above only."""
+    try:
+        with open(path, "rb") as handle:
+            return _MetadataUnpickler(handle).load()
+    except Exception as error:  # noqa: BLE001 - anything refused or broken: unusable
+        raise CheckpointError(f"{path} cannot be loaded safely: {error}") from error
+
+
+def _safe_load_bytes(planner, read_item, value) -> None:
+    from torch.distributed.checkpoint._traverse import set_element
+
+    try:
+        loaded = torch.load(value, weights_only=True)
+    except Exception as error:  # noqa: BLE001
+        raise CheckpointError(f"a non-tensor value ({read_item.dest_index.fqn}) of a sharded "
+                              f"checkpoint cannot be loaded safely: {error}") from error
+    if planner.flatten_state_dict:
+        set_element(planner.original_state_dict, planner.mappings[read_item.dest_index.fqn], loaded)
+    else:
+        planner.state_dict[read_item.dest_index.fqn] = loaded
+
+
+def safe_shard_reader(folder: Path):
+    """A torch.distributed.checkpoint FileSystemReader that reads `.metadata` with the
+    allow-list above."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class SafeReader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            metadata = read_shard_metadata(Path(folder) / ".metadata")
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeReader(str(folder))
+
+
+def safe_load_planner():
+    """DCP's default load planner, reading non-tensor values with weights_only=True."""
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+
+    class SafePlanner(DefaultLoadPlanner):
+        load_bytes = _safe_load_bytes
+
+    return SafePlanner()

@@ -52,6 +52,18 @@ class Progress:
     seconds: float = 0.0  # wall-clock spent in training steps, summed over restarts
 
 
+# after this many steps of a process the log says how long the rest will take
+ESTIMATE_AFTER_STEPS = 10
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 @dataclass
 class Trainer:
     """Everything one training run needs; `fit` runs it."""
@@ -156,11 +168,14 @@ class Trainer:
                                      np.arange(self.eval_blocks()), objective)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        self.bare_loss.eval()
+    def evaluate(self, loss_module: torch.nn.Module | None = None) -> dict[str, float]:
+        """Eval loss, perplexity and accuracy of the run's model, or of `loss_module` (another
+        model's LanguageModelingLoss, e.g. a baseline) on the same evaluation blocks."""
+        loss_module = self.bare_loss if loss_module is None else loss_module
+        loss_module.eval()
         ranks = self.info.dp_size
         mine = np.arange(self.info.dp_rank, self.eval_blocks(), ranks)  # strided shard per rank
-        totals = block_loss_totals(self.bare_loss, self.valid_blocks, self.collator, mine,
+        totals = block_loss_totals(loss_module, self.valid_blocks, self.collator, mine,
                                    self.args.per_device_eval_batch_size, self.info.device,
                                    self.autocast)
         loss_sum, tokens, correct = distributed.all_reduce_sum(totals, self.info).tolist()
@@ -238,12 +253,15 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         from tqdm import tqdm
 
+        from ligo.cli import interactive
+
         args, info = self.args, self.info
         bar = tqdm(total=args.max_steps, initial=self.progress.step, unit="step",
-                   disable=not info.is_main or args.disable_tqdm, dynamic_ncols=True)
+                   disable=not info.is_main or args.disable_tqdm or not interactive(),
+                   dynamic_ncols=True)
         tokens_per_step = self.global_batch * self.train_blocks.block_size
         interval = {"loss_sum": 0.0, "label_tokens": 0.0, "seconds": 0.0, "steps": 0}
-        steps_this_process = 0
+        steps_this_process, own_seconds = 0, 0.0
         last_eval: dict[str, float] = {}
         while self.progress.step < args.max_steps:
             start = time.perf_counter()
@@ -260,6 +278,12 @@ class Trainer:
             interval["steps"] += 1
             bar.update(1)
             step = self.progress.step
+            own_seconds += seconds
+            if steps_this_process == ESTIMATE_AFTER_STEPS and info.is_main and step < args.max_steps:
+                per_step = own_seconds / steps_this_process
+                log.info("%.2f s per step so far: about %s of training to go for the remaining "
+                         "%d steps (evaluations and checkpoints not counted)", per_step,
+                         _duration(per_step * (args.max_steps - step)), args.max_steps - step)
             logged = None
             if step % args.logging_steps == 0 or step == args.max_steps:
                 totals = distributed.all_reduce_sum(  # on the device: nccl has no CPU tensors

@@ -40,6 +40,20 @@ class MetricsLogger:
         self.jsonl.write(json.dumps(record) + "\n")
         self.jsonl.flush()
 
+    def drop_after(self, step: int) -> None:
+        """Forget the metrics.jsonl rows past `step` (a resumed run repeats those steps), so
+        the file holds each step once; at step 0 nothing is kept."""
+        if not self.enabled:
+            return
+        from ligo.fileio import atomic_write_text
+
+        path = Path(self.jsonl.name)
+        self.jsonl.close()
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and step > 0 and json.loads(line)["step"] <= step]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self.jsonl = open(path, "a")
+
     def close(self) -> None:
         if self.enabled:
             self.writer.close()

@@ -119,5 +119,14 @@ def test_quick_benchmark_runs_every_method(tmp_path, shared_data):
     assert saved["summary"]["regime"] == "plateau"  # 24 steps of a tiny model learn nothing
     table = growth.markdown(saved)
     assert "| ligo |" in table and "| zero |" in table and "not for numbers" in table
+    assert saved["not_for_numbers"] is True and "| scratch | 1 | 0.0 % | — |" in table
+    # the operator runs log what they must beat: initialised from stack + bert2bert_fpi, the
+    # operator starts exactly at that fixed operator's loss; from `rand` it does not
+    operators = {m: json.loads((tmp_path / "work" / "bert-seed1" / f"{m}_operator" / "results.json")
+                               .read_text()) for m in ("ligo", "ligo_from_stack")}
+    from_stack = operators["ligo_from_stack"]
+    assert from_stack["init_eval_loss"] == pytest.approx(from_stack["fixed_operator_eval_loss"], abs=1e-5)
+    assert abs(operators["ligo"]["init_eval_loss"] - operators["ligo"]["fixed_operator_eval_loss"]) > 1e-3
+    assert from_stack["source_eval_loss"] == operators["ligo"]["source_eval_loss"]
     assert all((tmp_path / "work" / f"growth_quick_loss_vs_{axis}.png").stat().st_size > 10_000
                for axis in ("flops", "seconds"))

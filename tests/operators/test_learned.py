@@ -189,7 +189,7 @@ def test_save_load_materialise_round_trip_is_exact_and_other_configs_are_refused
     with pytest.raises(FileNotFoundError, match="holds no LiGO operator"):
         load_operator(tmp_path / "nothing")
     (tmp_path / "op" / "ligo_operator.pt").write_bytes(b"truncated")
-    with pytest.raises(ValueError, match="cannot be loaded"):
+    with pytest.raises(ValueError, match="does not match the SHA-256 recorded"):
         load_operator(tmp_path / "op")
 
 

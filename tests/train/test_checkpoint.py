@@ -73,7 +73,7 @@ def test_under_distributed_only_rank_0_hashes_and_every_rank_takes_its_choice(tm
     monkeypatch.setattr(ckpt.distributed, "broadcast_object",
                         lambda value, info: broadcast.append(value) or str(tmp_path / "checkpoint-0000001"))
     if rank == 1:
-        monkeypatch.setattr(ckpt, "_sha256", lambda path: pytest.fail(f"rank 1 hashed {path}"))
+        monkeypatch.setattr(ckpt, "sha256_file", lambda path: pytest.fail(f"rank 1 hashed {path}"))
     folder, loaded = ckpt.load_latest_valid(tmp_path, DistInfo(rank=rank, world_size=2))
     assert folder.name == "checkpoint-0000001" and loaded["progress"]["step"] == 1
     assert broadcast == [str(tmp_path / "checkpoint-0000001") if rank == 0 else None]

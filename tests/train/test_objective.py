@@ -49,8 +49,11 @@ def test_head_and_loss_in_chunks_equal_one_chunk_with_the_same_gradients(family,
     if FAMILIES[family].objective == "mlm":
         labels[torch.rand(ids.shape) > 0.5] = -100
     results = []
-    for chunk in (10 ** 9, 7):  # one chunk; then 7 label tokens each, a short last one
+    # one chunk; then 7 label tokens each, a short last one; then the same chunks with their
+    # logits recomputed in the backward pass (what bounds the memory of a large head)
+    for chunk, recompute_above in ((10 ** 9, 1 << 60), (7, 1 << 60), (7, 0)):
         monkeypatch.setattr(objective, "LOSS_CHUNK_TOKENS", chunk)
+        monkeypatch.setattr(objective, "RECOMPUTE_LOGITS_ABOVE_BYTES", recompute_above)
         model.zero_grad()
         loss = LanguageModelingLoss(model, FAMILIES[family])
         torch.manual_seed(1)  # the same dropout masks in both runs
@@ -60,11 +63,12 @@ def test_head_and_loss_in_chunks_equal_one_chunk_with_the_same_gradients(family,
             correct = loss.eval()(ids, labels)["correct"]
         results.append((out["loss_sum"].detach(), correct,
                         {n: p.grad.clone() for n, p in model.named_parameters()}))
-    (loss_one, correct_one, grads_one), (loss_chunked, correct_chunked, grads_chunked) = results
-    torch.testing.assert_close(loss_chunked, loss_one, rtol=1e-12, atol=1e-12)
-    assert correct_chunked == correct_one
-    for name, grad in grads_one.items():
-        torch.testing.assert_close(grads_chunked[name], grad, rtol=1e-10, atol=1e-12, msg=name)
+    (loss_one, correct_one, grads_one), *others = results
+    for loss_chunked, correct_chunked, grads_chunked in others:
+        torch.testing.assert_close(loss_chunked, loss_one, rtol=1e-12, atol=1e-12)
+        assert correct_chunked == correct_one
+        for name, grad in grads_one.items():
+            torch.testing.assert_close(grads_chunked[name], grad, rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_a_batch_without_label_tokens_has_zero_loss():
