@@ -50,3 +50,25 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, small_corpus, cach
     main(common(tmp_path, small_corpus, cache_dir, "big", 8, 1, config))
     main(common(tmp_path, small_corpus, cache_dir, "accumulated", 2, 4, config))
     assert_close_weights(weights(tmp_path / "big"), weights(tmp_path / "accumulated"))
+
+
+def test_the_process_group_timeout_is_the_flag(monkeypatch):
+    """--dist_timeout_minutes reaches init_process_group (a stopped rank fails the run after
+    it, instead of hanging for torch's 30-minute default)."""
+    import datetime
+
+    from ligo import distributed
+    from ligo.cli import run_distributed
+    from ligo.config import TrainingArguments
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, timeout: seen.update(timeout=timeout))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "shutdown", lambda info: None)
+    run_distributed(lambda args, info: None, (TrainingArguments,),
+                    ["--output_dir", "o", "--dist_timeout_minutes", "7"], "")
+    assert seen["timeout"] == datetime.timedelta(minutes=7)

@@ -68,3 +68,17 @@ def test_glue_does_not_replace_a_runs_results(tmp_path, hf_model):
         glue_main([str(hf_model), "--task_dir", str(tmp_path), "--output_dir", str(hf_model),
                    "--overwrite_output_dir"])
     assert snapshot(run) == before
+
+
+def test_a_planted_run_json_is_data_and_named(tmp_path, small_corpus, cache_dir):
+    import pickle
+
+    out = tmp_path / "run"
+    out.mkdir()
+    marker = tmp_path / "marker"
+    payload = pickle.dumps(type("P", (), {"__reduce__": lambda self: (exec, (f"open({str(marker)!r}, 'w')",))})())
+    (out / "run.json").write_bytes(payload)
+    with pytest.raises(ValueError, match=r"run\.json is not valid JSON"):
+        pretrain_main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "1",
+                               "--should_continue"))
+    assert not marker.exists()
