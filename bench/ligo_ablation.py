@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train_files", nargs="+")
     parser.add_argument("--workdir", default="out/ligo_ablation")
     parser.add_argument("--cache_dir")
-    parser.add_argument("--eval_max_batches", type=int, default=30)
+    parser.add_argument("--eval_max_batches", type=int, default=8)  # as bench/growth.py: its eval set
     parser.add_argument("--bf16", default="true")
     parser.add_argument("--output", default="out/ligo_ablation/ligo_ablation.json")
     args = parser.parse_args(argv)
