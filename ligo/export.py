@@ -24,8 +24,8 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
     """Write checkpoint `checkpoint` (a checkpoint-N folder, or a run folder: its newest valid
     checkpoint) to `output_dir` as an HF model with the run's tokenizer."""
     from ligo.grow_model import TOKENIZER_FILES
-    from ligo.models import config_from_dict, model_from_state
-    from ligo.train.checkpoint import PATTERN, load_checkpoint, load_latest_valid, whole_state
+    from ligo.models import checkpoint_model, model_from_state
+    from ligo.train.checkpoint import PATTERN, load_checkpoint, load_latest_valid
 
     folder = Path(checkpoint)
     if not folder.is_dir():
@@ -37,11 +37,8 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
         if found is None:
             raise FileNotFoundError(f"{folder} holds no valid checkpoint-<step> folder")
         folder, state = found
-    if "model_config" not in state:
-        raise ValueError(f"{folder} was written before checkpoints recorded the model config; "
-                         "export the run's final model folder instead")
-    state = whole_state(folder, state)
-    model = model_from_state(config_from_dict(state["model_config"], folder), state["model"])
+    config, weights = checkpoint_model(folder, state, "export the run's final model folder instead")
+    model = model_from_state(config, weights)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))

@@ -125,7 +125,7 @@ def newest_checkpoint_model(run_dir: Path):
     import logging
 
     from ligo.roles import check_state_matches_config
-    from ligo.train.checkpoint import list_checkpoints, load_latest_valid, whole_state
+    from ligo.train.checkpoint import list_checkpoints, load_latest_valid
 
     if not list_checkpoints(run_dir):
         return None
@@ -133,11 +133,7 @@ def newest_checkpoint_model(run_dir: Path):
     if found is None:
         raise ValueError(f"{run_dir} has no final model and none of its checkpoints is valid")
     folder, state = found
-    if "model_config" not in state:
-        raise ValueError(f"{folder} was written before checkpoints recorded the model config; "
-                         "use a finished run's folder")
-    config = config_from_dict(state["model_config"], folder)
-    weights = whole_state(folder, state)["model"]
+    config, weights = checkpoint_model(folder, state, "use a finished run's folder")
     family = family_of(config)
     for key, role in family.tied.items():
         weights.setdefault(key, weights[family.keys[role].key])
@@ -146,6 +142,17 @@ def newest_checkpoint_model(run_dir: Path):
     logging.getLogger("ligo").info("%s has no final model: using its newest valid checkpoint %s "
                                    "(step %d)", run_dir, folder.name, state["progress"]["step"])
     return config, weights
+
+
+def checkpoint_model(folder: Path, state: dict, advice: str):
+    """(config, model weights) of a loaded checkpoint (full or sharded); `advice` ends the
+    error for checkpoints written before the model config was recorded."""
+    from ligo.train.checkpoint import whole_state
+
+    if "model_config" not in state:
+        raise ValueError(f"{folder} was written before checkpoints recorded the model config; "
+                         f"{advice}")
+    return config_from_dict(state["model_config"], folder), whole_state(folder, state)["model"]
 
 
 def require_model_folder(path: str | Path) -> None:
