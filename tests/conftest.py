@@ -48,6 +48,17 @@ def small_corpus(tmp_path_factory, shared_data) -> Path:
     return path
 
 
+@pytest.fixture
+def hf_model(tmp_path) -> Path:
+    """An ordinary HF model folder (bert-tiny, random weights, no run.json): someone's model."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    folder = tmp_path / "someones_model"
+    AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(CONFIGS / "bert-tiny.json")
+                                     ).save_pretrained(folder)
+    return folder
+
+
 def write_config(folder: Path, family: str, **changes) -> Path:
     """A copy of configs/<family>-tiny.json with `changes` applied."""
     values = json.loads((CONFIGS / f"{family}-tiny.json").read_text())

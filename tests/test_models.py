@@ -6,54 +6,39 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ligo.models import load_pretrained, read_model_dir
-from tests.conftest import CONFIGS
 
 
-@pytest.fixture
-def model_dir(tmp_path):
-    from transformers import AutoConfig, AutoModelForMaskedLM
-
-    folder = tmp_path / "model"
-    AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(CONFIGS / "bert-tiny.json")
-                                     ).save_pretrained(folder)
-    return folder
-
-
-def test_a_truncated_weights_file_is_named(model_dir):
+def test_a_truncated_weights_file_is_named(hf_model):
     from transformers import AutoModelForMaskedLM
 
-    weights = model_dir / "model.safetensors"
+    weights = hf_model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"model\.safetensors cannot be read"):
-        read_model_dir(model_dir)
+        read_model_dir(hf_model)
     with pytest.raises(ValueError, match=r"model\.safetensors.*cannot be loaded"):
-        load_pretrained(AutoModelForMaskedLM, model_dir)
+        load_pretrained(AutoModelForMaskedLM, hf_model)
 
 
-def test_nan_weights_are_refused(model_dir):
+def test_nan_weights_are_refused(hf_model):
     from transformers import AutoModelForMaskedLM
 
-    weights = model_dir / "model.safetensors"
+    weights = hf_model / "model.safetensors"
     state = load_file(weights)
     key = next(k for k in state if k.endswith("attention.self.query.weight"))
     state[key][0, 0] = float("nan")
     save_file(state, weights, metadata={"format": "pt"})
     with pytest.raises(ValueError, match=f"NaN or Inf in 1 tensors .{key}"):
-        read_model_dir(model_dir)
+        read_model_dir(hf_model)
     with pytest.raises(ValueError, match="NaN or Inf"):
-        load_pretrained(AutoModelForMaskedLM, model_dir)
+        load_pretrained(AutoModelForMaskedLM, hf_model)
 
 
 def test_a_damaged_or_nan_operator_is_refused(tmp_path):
     from ligo.fileio import sha256_file
-    from ligo.operators.learned import (DESCRIPTION_FILE, OPERATOR_FILE, LiGO, LiGOOptions,
-                                        load_operator, save_operator)
-    from tests.operators.conftest import tiny_config, trained_like_model, wide_config
+    from ligo.operators.learned import DESCRIPTION_FILE, OPERATOR_FILE, load_operator
+    from tests.operators.conftest import saved_operator
 
-    model = trained_like_model("bert", tiny_config("bert"))
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    op = save_operator(LiGO(state, model.config, wide_config("bert", layers=4), LiGOOptions()),
-                       tmp_path / "op")
+    op = saved_operator("bert", tmp_path / "op")
     saved = torch.load(op / OPERATOR_FILE, weights_only=True)
     name = next(k for k, v in saved.items() if v.is_floating_point())
     saved[name] = saved[name].clone().fill_(float("inf"))

@@ -12,19 +12,6 @@ def snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def hf_model(tmp_path):
-    """An ordinary HF model folder (no run.json): someone's model, not a run."""
-    from transformers import AutoConfig, AutoModelForMaskedLM
-
-    from tests.conftest import CONFIGS
-
-    folder = tmp_path / "someones_model"
-    AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(CONFIGS / "bert-tiny.json")
-                                     ).save_pretrained(folder)
-    return folder
-
-
 def test_pretraining_into_a_model_folder_is_refused(hf_model, small_corpus, cache_dir):
     before = snapshot(hf_model)
     with pytest.raises(FileExistsError, match=r"not a run's .*config\.json.*--overwrite_output_dir"):

@@ -33,6 +33,16 @@ def trained_like_model(family: str, config=None, seed: int = 0):
     return model
 
 
+def saved_operator(family: str, folder):
+    """A LiGO operator (tiny source -> 4 layers, hidden 128) saved in `folder`, untrained."""
+    from ligo.operators.learned import LiGO, LiGOOptions, save_operator
+
+    model = trained_like_model(family, tiny_config(family))
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    return save_operator(LiGO(state, model.config, wide_config(family, layers=4), LiGOOptions()),
+                         folder)
+
+
 def logits(model, ids):
     with torch.no_grad():
         return model.eval()(input_ids=ids).logits

@@ -89,14 +89,10 @@ def test_export_of_a_planted_run_is_one_error_line(tmp_path):
 
 
 def test_operator_and_json_files_are_data(tmp_path):
-    from ligo.operators.learned import (DESCRIPTION_FILE, OPERATOR_FILE, LiGO, LiGOOptions,
-                                        load_operator, save_operator)
-    from tests.operators.conftest import tiny_config, trained_like_model, wide_config
+    from ligo.operators.learned import DESCRIPTION_FILE, OPERATOR_FILE, load_operator
+    from tests.operators.conftest import saved_operator
 
-    model = trained_like_model("gpt2", tiny_config("gpt2"))
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    op = save_operator(LiGO(state, model.config, wide_config("gpt2", layers=4), LiGOOptions()),
-                       tmp_path / "op")
+    op = saved_operator("gpt2", tmp_path / "op")
     load_operator(op)  # genuine: loads
     torch.save({"w": Payload(tmp_path / "marker")}, op / OPERATOR_FILE)
     with pytest.raises(ValueError, match="does not match the SHA-256"):  # not even unpickled
