@@ -142,15 +142,20 @@ def recipe(args) -> dict:
                       ("tokenizer", "tokenizer_path"),
                       ("small_steps", "small_steps"), ("lr", "learning_rate"),
                       ("warmup", "warmup_steps"), ("grown_lr", "grown_learning_rate"),
-                      ("grown_warmup", "grown_warmup_steps"), ("eval_steps", "eval_steps"),
+                      ("grown_warmup", "grown_warmup_steps"), ("grown_steps", "grown_steps"),
+                      ("eval_steps", "eval_steps"),
                       ("batch", "batch_size"), ("block", "block_size")):
         if getattr(args, flag, None) is not None:
             chosen[key] = getattr(args, flag)
+    chosen.setdefault("grown_steps", chosen["steps"])  # a grown run's schedule: as scratch's
     return chosen
 
 
 def run_method(method: str, args, work: Path, small_dir: Path, goal: float | None = None,
-               seed: int = 42, learning_rate: float | None = None, out: Path | None = None) -> Path:
+               seed: int = 42, learning_rate: float | None = None, out: Path | None = None,
+               operator_dir: Path | None = None) -> Path:
+    """One run of `method` into `out` (default <work>/<method>). `operator_dir`: a LiGO row's
+    operator, trained there unless it already holds one (a recipe sweep reuses it)."""
     from ligo.grow_train import main as grow_main
     from ligo.pretrain import main as pretrain_main
 
@@ -161,6 +166,7 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
     grown_lr = ["--learning_rate", str(r["grown_lr"]), "--warmup_steps", str(r["grown_warmup"])]
     target, source = _config_path(r["target"]), _config_path(r["source"])
     steps = ["--max_steps", str(r["steps"])]
+    grown_steps = ["--max_steps", str(r["grown_steps"])]
     from_small = ["--source_model_path", str(small_dir), "--reset_optimizer"]
     half = max(1, _layers(target) // 2)
     grow = {"stack": ("stack", "bert2bert_fpi"), "interpolate": ("interpolate", "bert2bert_fpi"),
@@ -172,14 +178,15 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
         argv = common + scratch_lr + ["--config_name", source, "--max_steps", str(r["small_steps"])]
     elif method in grow:
         depth, width = grow[method]
-        argv = common + grown_lr + steps + from_small + [
+        argv = common + grown_lr + grown_steps + from_small + [
             "--config_name", target, "--grow_scheme", depth, "--width_scheme", width]
     elif method in ("ligo", "ligo_from_stack"):
-        operator_dir = work / f"{method}_operator"
+        operator_dir = operator_dir or work / f"{method}_operator"
         init = (["--init_from_operator", "stack", "bert2bert_fpi"] if method == "ligo_from_stack"
                 else ["--fuse_init_scheme", "stackbert_noisy", "rand"])
-        grow_main(operator_flags(args, seed, operator_dir, small_dir) + init)
-        argv = common + grown_lr + steps + ["--config_name", target, "--grow_scheme", "ligo",
+        if not (operator_dir / "ligo_operator.pt").is_file():
+            grow_main(operator_flags(args, seed, operator_dir, small_dir) + init)
+        argv = common + grown_lr + grown_steps + ["--config_name", target, "--grow_scheme", "ligo",
                                             "--source_model_path", str(small_dir),
                                             "--pretrained_ligo_path", str(operator_dir)]
     elif method == "progressive":
@@ -344,6 +351,8 @@ def aggregate(seeds: dict[str, dict]) -> dict:
 def merge(files: list[Path]) -> dict:
     """Result files of the same preset and recipe but different seeds -> one results dict."""
     loaded = [json.loads(Path(f).read_text()) for f in files]
+    for results in loaded:  # files from before --grown_steps: their grown runs ran --steps
+        results["setup"].setdefault("grown_steps", results["setup"]["steps"])
     first = loaded[0]
     ignore = ("seeds", "quick")
     for other, name in zip(loaded[1:], files[1:]):
@@ -626,6 +635,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup_steps", type=int)
     parser.add_argument("--grown_learning_rate", type=float, help="every grown run")
     parser.add_argument("--grown_warmup_steps", type=int)
+    parser.add_argument("--grown_steps", type=int, help="length of every grown run's LR schedule "
+                        "(default: --steps, as scratch's)")
     parser.add_argument("--ligo_steps", type=int, default=100)
     parser.add_argument("--ligo_learning_rate", type=float, default=1e-3)
     parser.add_argument("--eval_steps", type=int)
@@ -723,6 +734,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "block_size": r["block"], "bf16": args.bf16, "seeds": args.seeds,
                   "learning_rate": r["lr"], "warmup_steps": r["warmup"],
                   "grown_learning_rate": r["grown_lr"], "grown_warmup_steps": r["grown_warmup"],
+                  "grown_steps": r["grown_steps"],
                   "ligo_steps": args.ligo_steps, "ligo_learning_rate": args.ligo_learning_rate,
                   "eval_steps": r["eval_steps"], "eval_max_batches": args.eval_max_batches,
                   "tokenizer": str(r["tokenizer"]) if r["tokenizer"] else
