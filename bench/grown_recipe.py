@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import growth  # noqa: E402 - bench/growth.py: presets, recipe, run_method, cost_to_reach
 
 GROWN_METHODS = ("stack", "interpolate", "bert2bert", "double", "zero", "ligo", "ligo_from_stack")
+DEFAULT_LIGO_STEPS = 100  # bench/growth.py's --ligo_steps; its operators are reused as they are
 
 
 def parse_recipe(text: str) -> dict:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
                         choices=GROWN_METHODS)
     parser.add_argument("--train_files", nargs="+")
     parser.add_argument("--cache_dir")
-    parser.add_argument("--ligo_steps", type=int, default=100)
+    parser.add_argument("--ligo_steps", type=int, default=DEFAULT_LIGO_STEPS)
     parser.add_argument("--ligo_learning_rate", type=float, default=1e-3)
     parser.add_argument("--eval_max_batches", type=int, default=8)  # as bench/growth.py: its eval set
     parser.add_argument("--bf16", default="true")
@@ -109,11 +110,15 @@ def main(argv: list[str] | None = None) -> dict:
         name = recipe_name(recipe)
         rows = report["recipes"].setdefault(name, {"recipe": recipe, "methods": {}})["methods"]
         for method in args.methods:
-            print(f"=== {method}, after-growth recipe {name}", flush=True)
-            out = seed_dir / "recipes" / name / method
+            # a LiGO row with other than the default operator steps is a row (and operator) of its own
+            label, operator = method, f"{method}_operator"
+            if method.startswith("ligo") and args.ligo_steps != DEFAULT_LIGO_STEPS:
+                label, operator = f"{method}-{args.ligo_steps}steps", f"{method}_operator_{args.ligo_steps}steps"
+            print(f"=== {label}, after-growth recipe {name}", flush=True)
+            out = seed_dir / "recipes" / name / label
             growth.run_method(method, args, seed_dir, seed_dir / "small", goal, seed=args.seed,
-                              out=out, operator_dir=seed_dir / f"{method}_operator")
-            rows[method] = summarise_run(growth.read_curve(out), goal, scratch_flops)
+                              out=out, operator_dir=seed_dir / operator)
+            rows[label] = summarise_run(growth.read_curve(out), goal, scratch_flops)
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(json.dumps(report, indent=1) + "\n")  # after every run: partial results survive
     print(markdown(report))
