@@ -10,7 +10,7 @@ STAMP := .venv/.ligo-installed
 endif
 QUICKSTART_DIR ?= out/quickstart
 
-.PHONY: setup quickstart test bench-throughput bench-tokenize bench-ligo-step clean
+.PHONY: setup quickstart lint test bench-throughput bench-tokenize bench-ligo-step clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,11 @@ quickstart: setup
 		--learning_rate 2e-3 --warmup_steps 40 --max_steps 700 --eval_steps 100 \
 		--logging_steps 50 --overwrite_output_dir
 
-test: setup
+# lint (ruff: pyflakes, import order, bugbear; pyproject.toml) then every test
+lint: setup
+	$(PY) -m ruff check .
+
+test: lint
 	$(PY) -m pytest -q
 
 bench-throughput: setup

@@ -36,7 +36,7 @@ def parse_recipe(text: str) -> dict:
         recipe = {"lr": float(parts[0]), "warmup": int(parts[1]),
                   "schedule_steps": int(parts[2]) if len(parts) == 3 else None}
     except ValueError:
-        raise SystemExit(f"error: recipe {text!r} is not LR:WARMUP[:SCHEDULE_STEPS], e.g. 1e-3:40:800")
+        raise SystemExit(f"error: recipe {text!r} is not LR:WARMUP[:SCHEDULE_STEPS], e.g. 1e-3:40:800") from None
     if not (recipe["lr"] > 0 and recipe["warmup"] >= 0 and (recipe["schedule_steps"] or 1) > 0):
         raise SystemExit(f"error: recipe {text!r}: LR must be > 0, warmup >= 0, schedule steps > 0")
     return recipe

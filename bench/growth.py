@@ -355,14 +355,14 @@ def merge(files: list[Path]) -> dict:
         results["setup"].setdefault("grown_steps", results["setup"]["steps"])
     first = loaded[0]
     ignore = ("seeds", "quick")
-    for other, name in zip(loaded[1:], files[1:]):
+    for other, name in zip(loaded[1:], files[1:], strict=True):
         differs = sorted(k for k in set(first["setup"]) | set(other["setup"])
                          if k not in ignore and first["setup"].get(k) != other["setup"].get(k))
         if differs:
             raise SystemExit(f"error: {name} was run with a different setup ({', '.join(differs)}) "
                              f"than {files[0]}; merge only seeds of one preset and recipe")
     seeds, commands = {}, []
-    for results, name in zip(loaded, files):
+    for results, name in zip(loaded, files, strict=True):
         for seed, run in results["seeds"].items():
             if seed in seeds:
                 raise SystemExit(f"error: seed {seed} is in {name} and in an earlier file; "
@@ -476,8 +476,8 @@ def plot(results: dict, folder: Path, name: str | None = None) -> list[Path]:
                             marker=markers[index % len(markers)], markersize=3, linewidth=1,
                             linestyle=("-", "--", "-.")[index % 3])
             if len(curves) > 1:
-                ax.fill_between(xs, [y - s for y, s in zip(ys, sds)],
-                                [y + s for y, s in zip(ys, sds)], color=line.get_color(), alpha=0.2)
+                ax.fill_between(xs, [y - s for y, s in zip(ys, sds, strict=True)],
+                                [y + s for y, s in zip(ys, sds, strict=True)], color=line.get_color(), alpha=0.2)
             events = [x for seed in results["seeds"].values() if method in seed["runs"]
                       for x in seed["runs"][method].get("growth_at", {}).get(axis, [])]
             for number, event_x in enumerate(sorted(set(events))[:4]):
@@ -558,8 +558,8 @@ def plot_sweep(sweep: dict, path: Path) -> Path:
 
 def estimate(args) -> str:
     """FLOPs of each run of the preset (analytic, ligo.train.flops) and hours at --tflops."""
-    from ligo.models import load_config
     from ligo.families import family_of
+    from ligo.models import load_config
     from ligo.train.flops import training_flops_per_token
 
     r = recipe(args)

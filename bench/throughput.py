@@ -70,16 +70,21 @@ def ligo_tokens_per_s(args, corpus_args: list[str], workdir: Path) -> dict:
     # records: after the warm-up steps, then after the timed steps (a shorter final
     # record is only written when steps is not a multiple of warmup)
     timed = train[1:]
-    seconds = sum(r["seconds"] - prev["seconds"] for prev, r in zip(train, timed))
-    tokens = sum(r["tokens"] - prev["tokens"] for prev, r in zip(train, timed))
+    seconds = sum(r["seconds"] - prev["seconds"] for prev, r in zip(train, timed, strict=True))
+    tokens = sum(r["tokens"] - prev["tokens"] for prev, r in zip(train, timed, strict=True))
     return {"tokens_per_s": tokens / seconds, "flops_per_token": json.loads(
         (out / "results.json").read_text())["flops_per_token"], "cache": out}
 
 
 def hf_tokens_per_s(args, blocks, tokenizer_dir: Path, workdir: Path) -> float:
     import transformers
-    from transformers import (AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                              TrainerCallback, TrainingArguments)
+    from transformers import (
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from ligo.models import load_config
 

@@ -396,7 +396,7 @@ class ScheduleArguments:
         if len(mechanisms) > 1:
             raise ValueError(f"choose one growth schedule, not {', '.join('--' + m for m in mechanisms)}")
         if self.stages:
-            if any(b <= a for a, b in zip(self.stages, self.stages[1:])) or self.stages[0] < 1:
+            if any(b <= a for a, b in zip(self.stages, self.stages[1:], strict=False)) or self.stages[0] < 1:
                 raise ValueError(f"--stages must be increasing layer counts, not {self.stages}")
             budgets = self.stage_steps or self.stage_epochs
             if bool(self.stage_steps) == bool(self.stage_epochs):
@@ -421,7 +421,7 @@ class ScheduleArguments:
             fractions = [f for f, _ in patches]
             if any(not 0 < f < 1 for f in fractions):
                 raise ValueError(f"--insert_patches fractions must lie in (0, 1): {fractions}")
-            if any(b <= a for a, b in zip(fractions, fractions[1:])):
+            if any(b <= a for a, b in zip(fractions, fractions[1:], strict=False)):
                 raise ValueError(f"--insert_patches fractions must increase: {fractions}")
             if any(i < 0 for _, i in patches):
                 raise ValueError("--insert_patches indices must be >= 0")
@@ -433,7 +433,7 @@ class ScheduleArguments:
                 if what not in ("depth", "width", "both") or not step.isdigit():
                     raise ValueError(f"--double_at: {item!r} is not STEP:depth|width|both")
                 events.append((int(step), what))
-            if any(b[0] <= a[0] for a, b in zip(events, events[1:])) or events[0][0] < 1:
+            if any(b[0] <= a[0] for a, b in zip(events, events[1:], strict=False)) or events[0][0] < 1:
                 raise ValueError(f"--double_at steps must be positive and increase: {events}")
             if self.restart_steps and len(self.restart_steps) != len(events):
                 raise ValueError(f"--restart_steps has {len(self.restart_steps)} values for "

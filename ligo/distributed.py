@@ -95,7 +95,7 @@ def all_reduce_gradients(module: torch.nn.Module, info: DistInfo) -> None:
     grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    for param, piece in zip(params, flat.split([g.numel() for g in grads])):
+    for param, piece in zip(params, flat.split([g.numel() for g in grads]), strict=True):
         param.grad = piece.view_as(param)
 
 

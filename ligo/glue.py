@@ -108,7 +108,7 @@ def read_rows(path: Path, header: bool) -> list:
     if not header:
         return rows
     names, width = rows[0], len(rows[0])
-    good = [dict(zip(names, row)) for row in rows[1:] if len(row) == width]
+    good = [dict(zip(names, row, strict=False)) for row in rows[1:] if len(row) == width]
     if len(good) < len(rows) - 1:  # QQP's train.tsv has a few broken lines
         log.warning("%s: skipped %d malformed rows", path, len(rows) - 1 - len(good))
     return good
@@ -341,7 +341,7 @@ def finetune(model_dir: str, tokenizer, task: Task, train: Split, devs: dict[str
 
 def write_submission(path: Path, task: Task, split: Split, predictions: np.ndarray) -> None:
     lines = ["index\tprediction"]
-    for ident, value in zip(split.ids, predictions):
+    for ident, value in zip(split.ids, predictions, strict=True):
         lines.append(f"{ident}\t{value:.3f}" if task.labels is None else f"{ident}\t{value}")
     path.write_text("\n".join(lines) + "\n")
 

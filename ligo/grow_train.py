@@ -28,8 +28,7 @@ from ligo.config import DataArguments, LiGOArguments, ModelArguments, TrainingAr
 from ligo.data.tokenizer import save_hf_tokenizer
 from ligo.fileio import atomic_write_text
 from ligo.models import load_config, model_from_state, read_model_dir
-from ligo.operators.learned import (LiGO, LiGOLoss, check_ligo_growth, generation_flops,
-                                    save_operator)
+from ligo.operators.learned import LiGO, LiGOLoss, check_ligo_growth, generation_flops, save_operator
 from ligo.pretrain import build_trainer, learned_line, prepare_run, run_results
 from ligo.train.flops import training_flops_per_token
 from ligo.train.objective import LanguageModelingLoss

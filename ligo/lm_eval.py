@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ligo.config import AT_LEAST_1, check_range
 from ligo.data.blocks import TokenBlocks
 from ligo.data.collators import IGNORE_INDEX, MLMCollator
 from ligo.data.corpus import resolve_corpus
 from ligo.families import Family, family_of
-from ligo.config import AT_LEAST_1, check_range
 from ligo.models import load_config, load_pretrained, require_model_folder
 from ligo.train.loop import block_loss_totals
 from ligo.train.objective import LanguageModelingLoss

@@ -169,7 +169,7 @@ def _own_kernels(optimizer: torch.optim.Optimizer):
     kernels = [{k: group[k] for k in ("fused", "foreach") if k in group}
                for group in optimizer.param_groups]
     yield
-    for group, kernel in zip(optimizer.param_groups, kernels):
+    for group, kernel in zip(optimizer.param_groups, kernels, strict=True):
         group.update(kernel)
 
 
@@ -198,8 +198,12 @@ def load_sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     """Read a `sharded_state` written by any world size and parallelism into this rank's
     shards (DCP reads the pieces each rank needs)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_state_dict,
-                                                         set_model_state_dict, set_state_dict)
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_state_dict,
+        set_model_state_dict,
+        set_state_dict,
+    )
 
     from ligo.train.checkpoint import safe_load_planner, safe_shard_reader, shard_errors_named
 
@@ -232,8 +236,12 @@ def _load_full_state(model, optimizer, model_state, optim_state) -> None:
             model.load_state_dict(model_state)
         optimizer.load_state_dict(optim_state)
         return
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                         set_optimizer_state_dict, set_state_dict)
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+        set_state_dict,
+    )
 
     if not optim_state["state"]:  # saved fresh: loading it through DCP would create state
         if model_state is not None:

@@ -59,7 +59,7 @@ def plot_runs(run_dirs: list[str | Path], x: str = "steps", output: str | Path =
         names = [f"{d.parent.name}/{d.name}" for d, _ in runs]
     figure, ax = plt.subplots(figsize=(8, 5))
     unigrams = set()
-    for index, (name, (_, curves)) in enumerate(zip(names, runs)):
+    for index, (name, (_, curves)) in enumerate(zip(names, runs, strict=False)):
         color = f"C{index % 10}"
         if curves["train"]:
             ax.plot([r.get(key, 0) for r in curves["train"]], [r["loss"] for r in curves["train"]],

@@ -21,19 +21,25 @@ import torch
 
 from ligo import distributed, parallel
 from ligo.cli import run, run_distributed
-from ligo.config import (DataArguments, GrowthArguments, ModelArguments, ScheduleArguments,
-                         TrainingArguments)
+from ligo.config import DataArguments, GrowthArguments, ModelArguments, ScheduleArguments, TrainingArguments
 from ligo.data.corpus import resolve_corpus
 from ligo.data.pipeline import LMData, align_config_with_tokenizer, build_lm_data, obtain_tokenizer
 from ligo.data.tokenizer import save_hf_tokenizer
 from ligo.families import Family, family_of
-from ligo.models import (build_model, check_block_size, check_weights_fit, load_config,
-                         model_from_state)
+from ligo.fileio import atomic_write_text, refuse_foreign_output, refuse_output_holding_inputs
+from ligo.models import build_model, check_block_size, check_weights_fit, load_config, model_from_state
 from ligo.operators import grow_for_training
 from ligo.operators.learned import grow_with_operator
-from ligo.schedule import (GrowthSchedule, LRSchedule, SlopeRule, auto_learning_rate, final_config,
-                           non_embedding_parameters, plan_events, position_scheduler)
-from ligo.fileio import atomic_write_text, refuse_foreign_output, refuse_output_holding_inputs
+from ligo.schedule import (
+    GrowthSchedule,
+    LRSchedule,
+    SlopeRule,
+    auto_learning_rate,
+    final_config,
+    non_embedding_parameters,
+    plan_events,
+    position_scheduler,
+)
 from ligo.train.checkpoint import list_checkpoints, load_latest_valid
 from ligo.train.flops import training_flops_per_token
 from ligo.train.loop import Trainer

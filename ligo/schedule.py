@@ -138,7 +138,7 @@ def plan_events(schedule, growth, config, max_steps: int, steps_per_epoch: int |
                              f"{config.num_hidden_layers}: the last stage is the config's model")
         config.num_hidden_layers = schedule.stages[0]
         start = budgets[0]
-        for target, budget in zip(schedule.stages[1:], budgets[1:]):
+        for target, budget in zip(schedule.stages[1:], budgets[1:], strict=False):
             events.append(GrowthEvent(
                 step=start, changes={"num_hidden_layers": target}, kind="stage",
                 depth=schedule.stage_operator, reset_optimizer=True, ligo_steps=schedule.stage_ligo_steps,
@@ -230,7 +230,7 @@ def position_scheduler(optimizer, schedule: LRSchedule, step: int):
     """A LambdaLR over `optimizer` at global `step` of `schedule`."""
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scheduler.last_epoch = step
-    for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+    for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
         group["lr"] = base * schedule(step)
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
     return scheduler
@@ -425,8 +425,7 @@ class GrowthSchedule:
         Its FLOPs and seconds are added to the run's; the main step counter does not move."""
         import time
 
-        from ligo.operators.learned import (LiGO, LiGOLoss, LiGOOptions, generation_flops,
-                                            materialise)
+        from ligo.operators.learned import LiGO, LiGOLoss, LiGOOptions, generation_flops, materialise
         from ligo.train.loop import Progress
 
         old = old_model.config

@@ -23,8 +23,7 @@ def apply_tensor_parallel(model: torch.nn.Module, family: Family, mesh) -> torch
     nn.Linear layers (BERT, RoBERTa) with DTensor `parallelize_module`; GPT-2's Conv1D
     layers (weights stored [in, out], q|k|v fused) with `_Conv1DParallel`. Attention heads
     must divide by the mesh size."""
-    from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
-                                                   parallelize_module)
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
     if family.tp_plan is None:
         raise ValueError(f"tensor parallelism is not available for {family.name} yet")

@@ -1,10 +1,17 @@
 """Run by tests/test_parallel.py under torchrun: a tensor-parallel copy of a model (float64)
 gives the unsharded logits and gradients."""
-import copy, os, sys, torch, torch.distributed as dist
+import copy
+import os
+import sys
+
+import torch
+import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
+
 from ligo.families import family_of
 from ligo.models import load_config
 from ligo.parallel import apply_tensor_parallel
+
 dist.init_process_group("gloo")
 mesh = init_device_mesh("cpu", (dist.get_world_size(),))
 config = load_config(sys.argv[1])
@@ -17,7 +24,7 @@ a, b = reference(input_ids=ids).logits, sharded(input_ids=ids).logits
 torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
 a.square().mean().backward(); b.square().mean().backward()
 shards = 0
-for (name, p), (_, q) in zip(reference.named_parameters(), sharded.named_parameters()):
+for (name, p), (_, q) in zip(reference.named_parameters(), sharded.named_parameters(), strict=True):
     grad = q.grad.full_tensor() if hasattr(q.grad, "full_tensor") else q.grad
     shards += hasattr(q, "full_tensor")
     torch.testing.assert_close(grad, p.grad, rtol=0, atol=1e-12, msg=name)

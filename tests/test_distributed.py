@@ -1,4 +1,5 @@
 """Data parallelism changes how a global batch is computed, never what is computed."""
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -31,6 +32,7 @@ def common(tmp_path, small_corpus, cache_dir, out, per_device, accumulation, con
     return argv + ["--gradient_accumulation_steps", str(accumulation)]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_equals_one_process_on_the_same_global_batch(tmp_path, small_corpus,
                                                                            cache_dir):
     config = no_dropout_config(tmp_path)

@@ -177,6 +177,7 @@ def pretrained_bert(tmp_path_factory, shared_data):
     return folder / "run"
 
 
+@pytest.mark.slow
 def test_own_regression_task_and_classification_beats_the_majority_class(tmp_path, pretrained_bert):
     """A briefly pretrained small BERT fine-tuned on the movie-review task (classification)
     beats the majority class on dev; the regression variant runs as a task of its own."""
@@ -188,7 +189,7 @@ def test_own_regression_task_and_classification_beats_the_majority_class(tmp_pat
     submitted = (tmp_path / "cls" / "submission" / "movie_reviews.tsv").read_text().splitlines()[1:]
     truth = [line.split("\t")[-1] for line in (MOVIES / "test.tsv").read_text().splitlines()[1:]]
     predicted = [line.split("\t")[-1] for line in submitted]
-    assert task["test"][""]["accuracy"] == pytest.approx(np.mean([p == t for p, t in zip(predicted, truth)]))
+    assert task["test"][""]["accuracy"] == pytest.approx(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
     assert task["test_score"] == task["test"][""]["accuracy"] > task["majority_dev_accuracy"]
     regression = main([str(pretrained_bert), "--task_dir", str(MOVIES / "regression"), "--task_type",
                        "regression", "--output_dir", str(tmp_path / "reg"), "--learning_rates", "1e-3",
@@ -199,6 +200,7 @@ def test_own_regression_task_and_classification_beats_the_majority_class(tmp_pat
     assert len(scores) == 1058 and np.std(scores) > 0  # a real-valued prediction per test row
 
 
+@pytest.mark.slow
 def test_random_init_does_worse_than_pretrained_with_the_same_steps_and_seed(tmp_path, pretrained_bert):
     """The same architecture and tokenizer from random init (--random_init), fine-tuned with
     the same 48 steps (500 labels, 3 epochs) and the same seed, is worse on dev for every seed.
@@ -223,6 +225,7 @@ def test_random_init_does_worse_than_pretrained_with_the_same_steps_and_seed(tmp
     assert sum(pre.values()) / 3 > sum(rand.values()) / 3 + 0.03, (pre, rand)
 
 
+@pytest.mark.slow
 def test_torchrun_spreads_the_sweep_over_processes_with_the_same_results(tmp_path, shared_data):
     import os
     import subprocess
@@ -242,13 +245,14 @@ def test_torchrun_spreads_the_sweep_over_processes_with_the_same_results(tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     double = json.loads((tmp_path / "two" / "results.json").read_text())
     assert double["world_size"] == 2 and len(double["tasks"]["SST-2"]["runs"]) == 4
-    for a, b in zip(single["tasks"]["SST-2"]["runs"], double["tasks"]["SST-2"]["runs"]):
+    for a, b in zip(single["tasks"]["SST-2"]["runs"], double["tasks"]["SST-2"]["runs"], strict=True):
         assert (a["learning_rate"], a["seed"]) == (b["learning_rate"], b["seed"])
         assert a["score"] == pytest.approx(b["score"], abs=1e-6)
     assert (tmp_path / "two" / "submission" / "SST-2.tsv").read_text() == \
         (tmp_path / "one" / "submission" / "SST-2.tsv").read_text()
 
 
+@pytest.mark.slow
 def test_data_parallel_fine_tuning_equals_one_process(tmp_path, shared_data):
     """--distribute data: two processes share every batch of one run (the last batch has one
     row, so one process has none) and end with the one-process weights; main() under

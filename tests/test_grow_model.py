@@ -16,6 +16,7 @@ def small_run(small_run):
     return small_run("bert")
 
 
+@pytest.mark.slow
 def test_grow_model_cli_writes_a_loadable_function_preserving_checkpoint(tmp_path, small_run):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -51,6 +52,7 @@ def test_source_whose_weights_do_not_match_its_config_is_named(tmp_path, small_r
                    "--output_dir", str(tmp_path / "o2")])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme, target", [
     (["--grow_scheme", "stack"], dict(num_hidden_layers=4)),
     (["--grow_scheme", "stack", "--width_scheme", "bert2bert_aki"],

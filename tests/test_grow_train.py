@@ -1,5 +1,6 @@
 """run_grow_distributed.py on real text: train a LiGO operator, then grow and pretrain with it."""
 import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -25,6 +26,7 @@ def operator_argv(out, family, source, corpus, cache, config, *extra):
     return argv
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
 def test_100_operator_steps_lower_the_large_models_loss_and_leave_the_small_weights(
         family, tmp_path, small_run, small_corpus, cache_dir):
@@ -76,6 +78,7 @@ def test_warmup_longer_than_the_run_and_bad_input_are_refused(tmp_path, small_ru
     assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_operator_training_equals_one_process(tmp_path, small_run,
                                                                    small_corpus, cache_dir):
     source = small_run("bert")
@@ -98,6 +101,7 @@ def test_two_process_gloo_ddp_operator_training_equals_one_process(tmp_path, sma
         torch.testing.assert_close(ddp[key], single[key], rtol=0, atol=2e-6, msg=key)
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_an_uninterrupted_operator_run(tmp_path, small_run, small_corpus,
                                                               cache_dir):
     source = small_run("gpt2")
@@ -116,6 +120,7 @@ def test_stop_and_resume_equals_an_uninterrupted_operator_run(tmp_path, small_ru
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_grow_with_the_operator_and_pretrain_end_to_end(tmp_path, small_run, small_corpus,
                                                         cache_dir):
     source = small_run("bert")

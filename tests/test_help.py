@@ -34,6 +34,7 @@ def test_help_lists_the_flags(module, capsys):
     assert not missing, f"{module} --help does not list {missing}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["run_lm_distributed.py", "run_grow_distributed.py"])
 def test_the_scripts_answer_help(script):
     done = subprocess.run([sys.executable, str(REPO / script), "--help"], capture_output=True,

@@ -7,8 +7,7 @@ import torch
 
 from ligo.data.tokenizer import load_tokenizer, save_hf_tokenizer
 from ligo.families import FAMILIES
-from ligo.lm_eval import (lambada_accuracy, main, pseudo_log_likelihood, sliding_window_loss,
-                          window_plan)
+from ligo.lm_eval import lambada_accuracy, main, pseudo_log_likelihood, sliding_window_loss, window_plan
 from ligo.train.objective import LanguageModelingLoss
 from tests.conftest import TOKENIZERS, WIKI
 from tests.operators.conftest import trained_like_model
@@ -98,6 +97,7 @@ def test_lambada_scores_the_last_word_at_the_right_positions(family, tmp_path, s
     assert lambada_accuracy(Oracle(truths, causal, shift=1), tokenizer, FAMILIES[family], passages, 512) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gpt2", "bert"])
 def test_main_end_to_end(family, tmp_path, shared_data):
     model = trained_like_model(family).float()
@@ -121,6 +121,7 @@ def test_main_end_to_end(family, tmp_path, shared_data):
         main([str(tmp_path / "model")])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["ligo.lm_eval", "ligo.glue", "ligo.grow_model", "ligo.grow_train"])
 def test_every_command_reports_bad_input_in_one_line(module, tmp_path):
     import os

@@ -57,6 +57,7 @@ def run_original(command: str, places: dict, data: list[str]):
     return ENTRY_POINTS[script](argv + data)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "roberta"])
 def test_the_original_readme_commands_run_as_typed(family, tmp_path, small_corpus, cache_dir, capsys):
     small_config = CONFIGS / f"{family}-tiny.json"

@@ -34,6 +34,7 @@ def assert_same_weights(a, b):
         torch.testing.assert_close(b[key], a[key], **TOLERANCE, msg=key)
 
 
+@pytest.mark.slow
 def test_fsdp_training_equals_one_process_and_exports_a_plain_model(tmp_path, small_corpus,
                                                                     cache_dir):
     single = main(argv_for(tmp_path, "single", small_corpus, cache_dir, 8, 1))
@@ -47,6 +48,7 @@ def test_fsdp_training_equals_one_process_and_exports_a_plain_model(tmp_path, sm
     assert exported.config.num_hidden_layers == 2
 
 
+@pytest.mark.slow
 def test_fsdp_checkpoint_resumes_with_another_world_size_and_back(tmp_path, small_corpus, cache_dir):
     main(argv_for(tmp_path, "straight", small_corpus, cache_dir, 8, 1))
     # 2 sharded processes for 2 steps, then 1 process to the end
@@ -75,6 +77,7 @@ def test_unsupported_combinations_are_named(tmp_path, small_corpus, cache_dir):
                       "--stages", "1,2", "--stage_steps", "2,2", "--stage_operator", "ligo"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", [
     ["--stages", "1,2", "--stage_steps", "2,2"],  # depth: stacking, moments mapped
     ["--double_at", "2:width"],  # width: staged training's doubling
@@ -100,6 +103,7 @@ def test_growth_schedule_sharded_equals_one_process(schedule, sharding, tmp_path
     assert_same_weights(tmp_path / "single", tmp_path / "sharded")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,sharded", [("bert", 24), ("roberta", 24), ("gpt2", 16)])
 def test_tensor_parallel_layers_give_the_unsharded_logits_and_gradients(family, sharded):
     """Linear layers (BERT, RoBERTa) and GPT-2's Conv1D layers with the fused q|k|v."""
@@ -126,6 +130,7 @@ def test_tensor_parallelism_is_refused_without_a_plan_or_with_heads_that_do_not_
         apply_tensor_parallel(model, FAMILIES["gpt2"], Mesh())
 
 
+@pytest.mark.slow
 def test_tensor_parallel_training_equals_one_process_and_resumes_on_one(tmp_path, small_corpus,
                                                                          cache_dir):
     """--tp_size 2 on 2 processes (one data-parallel group; activation checkpointing, whose
@@ -143,6 +148,7 @@ def test_tensor_parallel_training_equals_one_process_and_resumes_on_one(tmp_path
     assert_same_weights(tmp_path / "single", tmp_path / "tp_then_one")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
 def test_fsdp_and_tensor_parallel_on_a_2d_mesh_equal_one_process(family, tmp_path, small_corpus,
                                                                  cache_dir):
@@ -180,6 +186,7 @@ def assert_exports_the_weights_of(sharded_folder, full_folder, tmp_path):
         export([str(tmp_path / "exported"), "--output_dir", str(tmp_path / "again")])
 
 
+@pytest.mark.slow
 def test_sharded_checkpoints_resume_with_another_world_size_and_parallelism(tmp_path, small_corpus,
                                                                             cache_dir):
     """--checkpoint_format sharded: every rank writes its shards (torch.distributed.checkpoint),
@@ -250,6 +257,7 @@ def test_tensor_parallel_sizes_that_do_not_fit_are_named():
                     DistInfo(world_size=4, tp_size=2), "ddp")
 
 
+@pytest.mark.slow
 def test_a_grown_model_trains_the_same_under_fsdp(tmp_path, small_run, small_corpus, cache_dir):
     """Growth is built whole on each rank's CPU, then sharded; the mapped AdamW moments load
     into the sharded optimizer."""

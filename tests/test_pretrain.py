@@ -18,6 +18,7 @@ def eval_losses(output_dir):
     return [row["loss"] for row in rows if row["split"] == "eval"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, auto_class", [("bert", "AutoModelForMaskedLM"),
                                                 ("roberta", "AutoModelForMaskedLM"),
                                                 ("gpt2", "AutoModelForCausalLM")])
@@ -60,6 +61,7 @@ def test_main_runs_end_to_end_and_exports_a_transformers_model(family, auto_clas
     assert scalars["eval/loss"][-1][1] == pytest.approx(eval_losses(out)[-1], rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, steps, extra", [
     ("bert", 300, ["--learning_rate", "1e-3"]),
     ("gpt2", 150, ["--learning_rate", "2e-3", "--bf16", "true"]),
@@ -106,6 +108,7 @@ def test_second_run_reuses_the_token_cache(tmp_path, small_corpus, caplog):
     assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == files
 
 
+@pytest.mark.slow
 def test_default_corpus_and_trained_tokenizer_when_no_data_flags(tmp_path):
     out = tmp_path / "default"
     results = main(["--config", str(REPO / "configs" / "bert_wiki.txt"),
@@ -133,6 +136,7 @@ def assert_same_weights(dir_a, dir_b):
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("corrupt_latest", [False, True])
 def test_kill_and_resume_equals_uninterrupted_training(tmp_path, small_corpus, cache_dir,
                                                        corrupt_latest):
@@ -226,6 +230,7 @@ def test_output_dir_of_another_run_is_protected(tmp_path, small_corpus, cache_di
     assert not (out / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_command_line_reports_bad_input_in_one_line(tmp_path, small_corpus, cache_dir):
     config = write_config(tmp_path, "bert", hidden_size=60, num_attention_heads=7)
     done = run_process(run_argv(tmp_path / "out", "bert", small_corpus, cache_dir, config=config))
@@ -245,6 +250,7 @@ def test_fp16_with_grad_scaler_trains(tmp_path, small_corpus, cache_dir):
     assert state["progress"]["step"] == 4 and state["progress"]["flops"] > 0
 
 
+@pytest.mark.slow
 def test_redirected_logs_are_plain_lines_without_the_padding_warning(tmp_path, small_corpus,
                                                                      cache_dir, capfd, caplog):
     # GPT-2's pad id is its EOS, which separates documents inside a block: transformers would
@@ -329,6 +335,7 @@ def test_resuming_another_runs_checkpoint_is_refused_by_name(tmp_path, small_cor
                       "--should_continue", config=other))
 
 
+@pytest.mark.slow
 def test_compile_trains_the_same_weights_as_eager(tmp_path, small_corpus, cache_dir):
     from safetensors.torch import load_file
 

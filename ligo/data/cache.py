@@ -32,8 +32,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ligo.data.corpus import Corpus
-from ligo.fileio import atomic_write_text
 from ligo.data.tokenizer import fingerprint
+from ligo.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -181,8 +181,8 @@ def _write(path: Path, corpus: Corpus, tok: Tokenizer, ids: np.ndarray, doc_leng
                 offsets = np.concatenate([[0], np.cumsum(doc_lengths[doc_mask])])
                 f.create_dataset(f"{split}/ids", data=ids[token_mask].astype(dtype))
                 f.create_dataset(f"{split}/doc_offsets", data=offsets)
-                for (source, line), start, end in zip(
-                        (s for s, keep in zip(sources, doc_mask) if keep), offsets[:-1], offsets[1:]):
+                kept = [s for s, keep in zip(sources, doc_mask, strict=True) if keep]
+                for (source, line), start, end in zip(kept, offsets[:-1], offsets[1:], strict=True):
                     name = str(corpus.files[source]) if source >= 0 else corpus.name
                     rows.append(f"{split}\t{start}\t{end}\t{name}\t{line}")
             f.attrs.update(tokenizer=fingerprint(tok), vocab_size=vocab_size,

@@ -15,8 +15,7 @@ from ligo.data import cache as token_cache
 from ligo.data.blocks import TokenBlocks
 from ligo.data.collators import CLMCollator, MLMCollator
 from ligo.data.corpus import Corpus
-from ligo.data.tokenizer import (SpecialIds, load_tokenizer, special_ids, train_tokenizer,
-                                 word_start_table)
+from ligo.data.tokenizer import SpecialIds, load_tokenizer, special_ids, train_tokenizer, word_start_table
 from ligo.families import Family
 
 log = logging.getLogger(__name__)

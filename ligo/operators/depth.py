@@ -67,7 +67,7 @@ def insert(layers: list[Layer], num_layers: int, positions: list[int] | None = N
         neighbour = below if below is not None else next(r for r in result[j + 1:] if r is not None)
         result[j] = _copy(neighbour)
         if init == "copy_noise":
-            for role, tensor in result[j].items():
+            for tensor in result[j].values():
                 tensor.add_(torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
                             * noise_std)
     return result

@@ -40,8 +40,14 @@ from torch import nn
 
 from ligo.families import LAYER_ROLES, ROLE_AXES, Family, family_of
 from ligo.fileio import sha256_file
-from ligo.models import (check_finite, config_from_dict, ffn_size, load_config, model_from_state,
-                         shape_signature)
+from ligo.models import (
+    check_finite,
+    config_from_dict,
+    ffn_size,
+    load_config,
+    model_from_state,
+    shape_signature,
+)
 from ligo.roles import Roles, expected_shapes, from_roles, to_roles
 
 log = logging.getLogger(__name__)

@@ -156,7 +156,7 @@ def _expand_roles(roles: Roles, maps, moment_power: int = 0, block_diagonal: boo
 def _new_mask(shape, source_shape, axes_only: int | None = None) -> torch.Tensor:
     """True where an entry involves a unit the source did not have (per axis)."""
     mask = torch.zeros(shape, dtype=torch.bool)
-    for axis, (new, old) in enumerate(zip(shape, source_shape)):
+    for axis, (new, old) in enumerate(zip(shape, source_shape, strict=True)):
         if axes_only is not None and axis != axes_only:
             continue
         if new > old:
@@ -231,7 +231,7 @@ def _keep_source_block(roles: Roles, fresh: Roles, new_value) -> Roles:
     for role, target in fresh.model.items():
         model[role] = _place(roles.model[role], target, role, new_value)
     layers = [{role: _place(layer[role], fresh_layer[role], role, new_value)
-               for role in layer} for layer, fresh_layer in zip(roles.layers, fresh.layers)]
+               for role in layer} for layer, fresh_layer in zip(roles.layers, fresh.layers, strict=True)]
     return Roles(model, layers)
 
 

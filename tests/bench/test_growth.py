@@ -105,6 +105,7 @@ def test_merge_averages_the_savings_of_two_seeds(tmp_path):
         growth.merge([files[0], tmp_path / "other.json"])
 
 
+@pytest.mark.slow
 def test_quick_benchmark_runs_every_method(tmp_path, shared_data):
     results = growth.main(["--quick", "--workdir", str(tmp_path / "work"),
                            "--train_files", str(shared_data / "corpus" / "wiki.txt")])

@@ -15,6 +15,7 @@ def test_logits_size_of_a_gpt2_step():
     assert memory.logits_gb({"vocab_size": 50257}, "gpt2", 256, 128) == pytest.approx(6.536, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_a_tiny_step_is_measured_in_fresh_processes_and_tabled(tmp_path):
     report = memory.main(["--families", "gpt2", "--batches", "2", "--block", "16", "--losses",
                           "ligo", "transformers", "--output", str(tmp_path / "m.json")])

@@ -2,6 +2,8 @@
 import importlib.util
 import json
 
+import pytest
+
 from tests.conftest import REPO, SHARED
 
 spec = importlib.util.spec_from_file_location("bench_transfer", REPO / "bench" / "pretraining_transfer.py")
@@ -20,6 +22,7 @@ def test_table_reports_each_checkpoint_against_random_init():
     assert lines[5] == "| majority class | | | | | 51.1 | |"
 
 
+@pytest.mark.slow
 def test_fresh_run_fine_tunes_every_checkpoint_and_a_random_init_of_the_same_model(tmp_path, shared_data):
     out = tmp_path / "transfer"
     result = transfer.main(["--output_dir", str(out), "--steps", "10", "20",

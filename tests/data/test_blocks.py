@@ -27,8 +27,8 @@ def test_every_block_once_per_epoch_and_reshuffled():
     assert sorted(epoch0) == list(range(40)) == sorted(epoch1)
     assert not np.array_equal(epoch0, epoch1)
     # keys differ between epochs for the same block: masks are redrawn each epoch
-    keys0 = dict(zip(epoch0, np.concatenate([order.global_indices(s)[1] for s in range(5)])))
-    keys1 = dict(zip(epoch1, np.concatenate([order.global_indices(s)[1] for s in range(5, 10)])))
+    keys0 = dict(zip(epoch0, np.concatenate([order.global_indices(s)[1] for s in range(5)]), strict=False))
+    keys1 = dict(zip(epoch1, np.concatenate([order.global_indices(s)[1] for s in range(5, 10)]), strict=False))
     assert all(keys0[b] != keys1[b] for b in range(40))
 
 

@@ -2,8 +2,14 @@ import json
 
 import pytest
 
-from ligo.data.tokenizer import (fingerprint, load_tokenizer, save_hf_tokenizer, special_ids,
-                                 train_tokenizer, word_start_table)
+from ligo.data.tokenizer import (
+    fingerprint,
+    load_tokenizer,
+    save_hf_tokenizer,
+    special_ids,
+    train_tokenizer,
+    word_start_table,
+)
 from ligo.families import FAMILIES
 from tests.conftest import BERT_VOCAB, GPT2_BPE, WIKI
 

@@ -107,4 +107,4 @@ def test_grow_is_reproducible_and_leaves_the_callers_rng_alone():
     a = grow(source, target, **options)
     assert torch.equal(torch.rand(3), expected_next)  # global RNG stream unchanged by grow
     b = grow(source, target, **options)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))

@@ -4,9 +4,18 @@ import torch
 
 from ligo.families import FAMILIES
 from ligo.operators import grow_state
-from ligo.operators.learned import (DEPTH_INITS, WIDTH_INITS, LiGO, LiGOLoss, LiGOOptions,
-                                    depth_init, load_operator, materialise, save_operator,
-                                    width_init)
+from ligo.operators.learned import (
+    DEPTH_INITS,
+    WIDTH_INITS,
+    LiGO,
+    LiGOLoss,
+    LiGOOptions,
+    depth_init,
+    load_operator,
+    materialise,
+    save_operator,
+    width_init,
+)
 from ligo.roles import to_roles
 from ligo.train.objective import LanguageModelingLoss
 from tests.operators.conftest import FAMILY_NAMES, tiny_config, trained_like_model, wide_config
@@ -40,7 +49,7 @@ def test_identity_prefix_width_with_zero_new_rows_is_stack_padded_with_zeros(fam
     wide = wide_config(family, layers=4)
     operator = LiGO(state, model.config, wide, LiGOOptions(depth_init="stackbert", width_form=form))
     with torch.no_grad():
-        for name, expansion in operator.width.named_parameters():
+        for expansion in operator.width.parameters():
             old = expansion.shape[1]
             expansion[-(expansion.shape[0] - (old if form == "full" else 0)):] = 0.0
     # compared role by role: GPT-2 fuses q, k and v into one tensor

@@ -5,8 +5,7 @@ from ligo.families import FAMILIES
 from ligo.operators import grow
 from ligo.operators.width import WIDTH_OPERATORS
 from ligo.roles import expected_shapes, to_roles
-from tests.operators.conftest import (FAMILY_NAMES, logits, tiny_config, trained_like_model,
-                                      wide_config)
+from tests.operators.conftest import FAMILY_NAMES, logits, tiny_config, trained_like_model, wide_config
 
 # (operator, which growth) -> exact? ; "double" = hidden/ffn/heads all x2, "ffn" = FFN only,
 # "uneven" = hidden 64 -> 96 (3 heads), not a multiple
@@ -125,7 +124,7 @@ def test_every_width_scheme_leaves_a_same_size_model_unchanged(width):
     source = trained_like_model("gpt2")
     same = grow(source, source.config, width=width)
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(),
-                                                 same.state_dict().values()))
+                                                 same.state_dict().values(), strict=True))
 
 
 def test_grow_accepts_a_state_dict_with_its_config(token_ids):
