@@ -41,7 +41,8 @@ def measure(args) -> dict:
     """One kind of step, in this process."""
     from ligo.families import family_of
     from ligo.models import load_config
-    from ligo.operators.learned import LiGO, LiGOLoss, LiGOOptions
+    from ligo.operators.learned import LiGO, LiGOOptions
+    from ligo.train.growth import LiGOLoss
     from ligo.train.objective import LanguageModelingLoss
     from ligo.train.optim import build_optimizer
 

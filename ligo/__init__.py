@@ -15,7 +15,8 @@ def grow(small, large_config, *, depth: str = "stack", width: str | None = None,
     """Grow `small` into a ready `transformers` model of `large_config`; every method the
     command lines reach (`python -m ligo.grow_model`, `--source_model_path`).
 
-    small: an HF model, a folder holding one, or a state dict (then give `small_config`).
+    small: an HF model, a folder holding one (or a run folder stopped before its final model:
+        its newest valid checkpoint), or a state dict (then give `small_config`).
     large_config: a config object or a JSON path (configs/*.json).
     depth: stack, interpolate, insert, identity (new layers at `positions`, target indices;
         default on top; insert initialises them by `insert_init` copy, random or copy_noise
@@ -29,6 +30,11 @@ def grow(small, large_config, *, depth: str = "stack", width: str | None = None,
     """
     from ligo.operators import grow as grow_with_scheme
 
+    if isinstance(small, str) or hasattr(small, "__fspath__"):
+        # a model folder, or a run stopped before its final model (its newest checkpoint)
+        from ligo.train.checkpoint import read_source_model
+
+        small_config, small = read_source_model(small)
     if depth == "ligo":
         if operator is None:
             raise ValueError("depth='ligo' needs operator=, the output folder of "

@@ -7,25 +7,10 @@ import logging
 import os
 import sys
 
+from ligo.progress import quiet_library_progress_bars
+
 # mistakes in the input: reported as `error: <sentence>` (exit status 1)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
-
-
-def interactive() -> bool:
-    """Progress bars only on a terminal: redirected to a file, tqdm's carriage-return
-    updates pile up into one unreadable line (the plain log lines say the same)."""
-    return sys.stderr.isatty()
-
-
-def quiet_library_progress_bars() -> None:
-    """transformers/huggingface_hub bars (e.g. "Writing model shards") off when not interactive."""
-    if interactive():
-        return
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if "transformers" in sys.modules:  # already imported: the variable was read
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
 
 
 def setup_logging(is_main: bool = True) -> None:

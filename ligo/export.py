@@ -24,8 +24,8 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
     """Write checkpoint `checkpoint` (a checkpoint-N folder, or a run folder: its newest valid
     checkpoint) to `output_dir` as an HF model with the run's tokenizer."""
     from ligo.grow_model import TOKENIZER_FILES
-    from ligo.models import checkpoint_model, model_from_state
-    from ligo.train.checkpoint import PATTERN, load_checkpoint, load_latest_valid
+    from ligo.models import model_from_state
+    from ligo.train.checkpoint import PATTERN, checkpoint_model, load_checkpoint, load_latest_valid
 
     folder = Path(checkpoint)
     if not folder.is_dir():

@@ -1,10 +1,12 @@
 """Writing files so that a crash never leaves a half-written one under the real name."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 
 def sha256_file(path: Path) -> str:
@@ -15,19 +17,29 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """The one way this package writes a file: yields a temporary path beside `path` for the
+    caller to write (by any library: torch.save, h5py, a tokenizer's save, ...); when the block
+    ends without an error the file is flushed to disk and renamed onto `path`, so a crash
+    leaves the old file or none, never a half-written one. On an error the temporary goes."""
     path = Path(path)
     descriptor, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
     try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-            handle.flush()
+        yield Path(tmp)
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 def refuse_output_holding_inputs(output_dir, inputs: dict) -> None:

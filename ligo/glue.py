@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ligo import distributed
-from ligo.fileio import refuse_foreign_output, refuse_output_holding_inputs
+from ligo.fileio import atomic_write_text, refuse_foreign_output, refuse_output_holding_inputs
 
 log = logging.getLogger("ligo.glue")
 
@@ -343,7 +343,7 @@ def write_submission(path: Path, task: Task, split: Split, predictions: np.ndarr
     lines = ["index\tprediction"]
     for ident, value in zip(split.ids, predictions, strict=True):
         lines.append(f"{ident}\t{value:.3f}" if task.labels is None else f"{ident}\t{value}")
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def markdown_table(results: dict) -> str:
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict:
         check_range(flag, value, valid)
     for lr in args.learning_rates:
         check_range("--learning_rates", lr, Range(0, 1, low_open=True))
-    from ligo.models import require_model_folder
+    from ligo.train.checkpoint import require_model_folder
 
     require_model_folder(args.model_dir)
     _check_sequence_length(args.model_dir, args.max_seq_length)
@@ -513,7 +513,7 @@ def _sweep(args, tasks: dict, info) -> dict:
         folder_out = runs_dir / name / f"run{index:03d}"
         if writes:
             folder_out.mkdir(parents=True, exist_ok=True)
-            (folder_out / "result.json").write_text(json.dumps(run, indent=1))
+            atomic_write_text(folder_out / "result.json", json.dumps(run, indent=1))
         if name not in local_best or score > local_best[name]["score"]:
             local_best[name] = run
             for split_name, split in tests.items():  # only a new local best predicts the test set
@@ -524,7 +524,7 @@ def _sweep(args, tasks: dict, info) -> dict:
                 if writes:
                     write_submission(folder_out / f"{name}{split_name}.tsv", task, split, predictions)
             if writes and "test" in run:
-                (folder_out / "result.json").write_text(json.dumps(run, indent=1))
+                atomic_write_text(folder_out / "result.json", json.dumps(run, indent=1))
     if writer is not None:
         writer.close()
     distributed.barrier(info)
@@ -546,8 +546,8 @@ def _sweep(args, tasks: dict, info) -> dict:
             results["tasks"][name]["test"] = best["test"]
             results["tasks"][name]["test_score"] = task_score(task, best["test"])
     results["average"] = glue_average({n: t["score"] for n, t in results["tasks"].items()})
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "results.md").write_text(markdown_table(results) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(out / "results.md", markdown_table(results) + "\n")
     print(markdown_table(results))
     return results
 

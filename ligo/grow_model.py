@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ligo.config import GrowthArguments, add_dataclass_arguments, argument_parser, from_namespace
-from ligo.fileio import refuse_output_holding_inputs
+from ligo.fileio import atomic_write_text, refuse_output_holding_inputs
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt", "vocab.json", "merges.txt")
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> Path:
     for name in TOKENIZER_FILES:
         if (Path(source) / name).is_file():
             shutil.copy2(Path(source) / name, out / name)
-    (out / "growth.json").write_text(json.dumps(
+    atomic_write_text(out / "growth.json", json.dumps(
         {"source": str(Path(source).resolve()), "config": known.config_name,
          **growth.operator_options()}, indent=1) + "\n")
     log.info("grew %s into %s (%s)", source, out, growth.grow_scheme

@@ -27,10 +27,12 @@ from ligo.cli import run, run_distributed
 from ligo.config import DataArguments, LiGOArguments, ModelArguments, TrainingArguments
 from ligo.data.tokenizer import save_hf_tokenizer
 from ligo.fileio import atomic_write_text
-from ligo.models import load_config, model_from_state, read_model_dir
-from ligo.operators.learned import LiGO, LiGOLoss, check_ligo_growth, generation_flops, save_operator
+from ligo.models import load_config, model_from_state
+from ligo.operators.learned import LiGO, check_ligo_growth, generation_flops, save_operator
 from ligo.pretrain import build_trainer, learned_line, prepare_run, run_results
+from ligo.train.checkpoint import read_source_model
 from ligo.train.flops import training_flops_per_token
+from ligo.train.growth import LiGOLoss
 from ligo.train.objective import LanguageModelingLoss
 
 log = logging.getLogger("ligo.grow_train")
@@ -72,7 +74,7 @@ def train_operator(model_args: ModelArguments, data_args: DataArguments,
     if train_args.warmup_ratio is None:
         train_args.warmup_ratio = DEFAULT_WARMUP_RATIO
     options = ligo_args.options()
-    small_config, small_state = read_model_dir(ligo_args.source_model_path)
+    small_config, small_state = read_source_model(ligo_args.source_model_path)
     check_ligo_growth(small_config, load_config(model_args.config_name), options)  # before any work
     source = str(Path(ligo_args.source_model_path).resolve())
     setup = prepare_run(model_args, data_args, train_args, info, ligo_args.source_model_path,

@@ -31,7 +31,9 @@ from ligo.data.blocks import TokenBlocks
 from ligo.data.collators import IGNORE_INDEX, MLMCollator
 from ligo.data.corpus import resolve_corpus
 from ligo.families import Family, family_of
-from ligo.models import load_config, load_pretrained, require_model_folder
+from ligo.fileio import atomic_write_text
+from ligo.models import load_config, load_pretrained
+from ligo.train.checkpoint import require_model_folder
 from ligo.train.loop import block_loss_totals
 from ligo.train.objective import LanguageModelingLoss
 
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = json.dumps(results, indent=1)
     print(text)
     if args.output_file:
-        Path(args.output_file).write_text(text + "\n")
+        atomic_write_text(Path(args.output_file), text + "\n")
     return results
 
 

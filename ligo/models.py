@@ -93,10 +93,6 @@ def read_model_dir(path: str | Path):
     from ligo.roles import check_state_matches_config
 
     path = Path(path)
-    if not (path / "config.json").is_file() and path.is_dir():
-        found = newest_checkpoint_model(path)
-        if found is not None:
-            return found
     config = load_config(path)
     family = family_of(config)
     files = sorted(path.glob("model*.safetensors"))
@@ -117,54 +113,6 @@ def read_model_dir(path: str | Path):
     check_state_matches_config(state, config, family, what=f"the model in {path}")
     check_finite(state, f"the model in {path}")
     return config, state
-
-
-def newest_checkpoint_model(run_dir: Path):
-    """(config, state dict) from the newest valid checkpoint of a run that has no final model
-    yet (stopped with --stop_after_steps, or killed); None if it has no checkpoint."""
-    import logging
-
-    from ligo.roles import check_state_matches_config
-    from ligo.train.checkpoint import list_checkpoints, load_latest_valid
-
-    if not list_checkpoints(run_dir):
-        return None
-    found = load_latest_valid(run_dir)
-    if found is None:
-        raise ValueError(f"{run_dir} has no final model and none of its checkpoints is valid")
-    folder, state = found
-    config, weights = checkpoint_model(folder, state, "use a finished run's folder")
-    family = family_of(config)
-    for key, role in family.tied.items():
-        weights.setdefault(key, weights[family.keys[role].key])
-    check_state_matches_config(weights, config, family, what=f"the model in {folder}")
-    check_finite(weights, f"the model in {folder}")
-    logging.getLogger("ligo").info("%s has no final model: using its newest valid checkpoint %s "
-                                   "(step %d)", run_dir, folder.name, state["progress"]["step"])
-    return config, weights
-
-
-def checkpoint_model(folder: Path, state: dict, advice: str):
-    """(config, model weights) of a loaded checkpoint (full or sharded); `advice` ends the
-    error for checkpoints written before the model config was recorded."""
-    from ligo.train.checkpoint import whole_state
-
-    if "model_config" not in state:
-        raise ValueError(f"{folder} was written before checkpoints recorded the model config; "
-                         f"{advice}")
-    return config_from_dict(state["model_config"], folder), whole_state(folder, state)["model"]
-
-
-def require_model_folder(path: str | Path) -> None:
-    """For commands that load with transformers' from_pretrained: a run folder without its
-    final model is named, with the command that makes one."""
-    from ligo.train.checkpoint import list_checkpoints
-
-    path = Path(path)
-    if path.is_dir() and not (path / "config.json").is_file() and list_checkpoints(path):
-        raise ValueError(f"{path} is a run without a final model (stopped or killed); write one "
-                         f"from its newest checkpoint first: python -m ligo.export {path} "
-                         f"--output_dir {path}-model")
 
 
 def build_model(config, family: Family, weights_dir: str | None = None):

@@ -9,10 +9,8 @@ and, with --tp_size T > 1, tensor parallelism first (ligo.tensor_parallel): the 
 a 2-D (dp, tp) mesh, each layer's projections are split over the T ranks of a "tp" row and
 FSDP shards over the "dp" column.
 
-Checkpoint states work whatever the parallelism: full (unsharded) model and optimizer state,
-gathered with torch.distributed.checkpoint's state-dict API, the optimizer state indexed like
-a plain AdamW's; or each rank's shards keyed by name, for DCP's own files. Either resumes
-with another world size or another parallelism.
+Gathering and loading the model and optimizer state whatever the parallelism is the
+checkpoint component's job (ligo.train.checkpoint).
 """
 from __future__ import annotations
 
@@ -24,7 +22,6 @@ import torch
 from ligo.distributed import DistInfo, wrap_data_parallel
 from ligo.families import Family
 from ligo.tensor_parallel import apply_tensor_parallel, layers_of
-from ligo.train.optim import adam_state_from_names, named_adam_state, named_param_groups
 
 PARALLELISMS = ("ddp", "fsdp")
 
@@ -127,136 +124,3 @@ def _fsdp_no_sync(model):
         yield
     finally:
         model.set_requires_gradient_sync(True)
-
-
-def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               every_rank: bool = False) -> tuple[dict, dict]:
-    """(model state dict, AdamW state dict) unsharded, in the plain format (collective
-    under FSDP: every rank calls it). Gathered into CPU memory on rank 0 only (for a
-    checkpoint), or with `every_rank` on every rank, on its device (to grow it there)."""
-    if not is_sharded(model):
-        return model.state_dict(), optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    if not optimizer.state:
-        # a fresh optimizer (right after a growth event that resets AdamW): get_state_dict
-        # would create its state by a zero-gradient step, which counts as Adam's first step
-        return full_model_state(model, every_rank), optimizer.state_dict()
-    model_state, optim_state = get_state_dict(
-        model, optimizer,
-        options=StateDictOptions(full_state_dict=True, cpu_offload=not every_rank))
-    if "state" not in optim_state:  # gathered on rank 0 only (cpu_offload): others save nothing
-        return model_state, {}
-    return model_state, adam_state_from_names(model, optim_state["state"], optimizer.state_dict())
-
-
-def full_model_state(model: torch.nn.Module, every_rank: bool = False) -> dict:
-    """The unsharded model state dict (collective under FSDP), in CPU memory on rank 0 only,
-    or with `every_rank` on every rank."""
-    if not is_sharded(model):
-        return model.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
-                                                                cpu_offload=not every_rank))
-
-
-@contextlib.contextmanager
-def _own_kernels(optimizer: torch.optim.Optimizer):
-    """Loading a state dict overwrites each group's settings; keep the optimizer's own kernel
-    choice (a state saved by a fused AdamW loads into a per-parameter one, as tensor
-    parallelism needs, and back)."""
-    kernels = [{k: group[k] for k in ("fused", "foreach") if k in group}
-               for group in optimizer.param_groups]
-    yield
-    for group, kernel in zip(optimizer.param_groups, kernels, strict=True):
-        group.update(kernel)
-
-
-def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    model_state: dict | None, optim_state: dict) -> None:
-    """The inverse of `full_state`, for any parallelism and world size (model_state None:
-    the optimizer only)."""
-    with _own_kernels(optimizer):
-        _load_full_state(model, optimizer, model_state, optim_state)
-
-
-def sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """This rank's shards of the model and AdamW state, keyed by parameter name, for
-    `torch.distributed.checkpoint.save` (collective under FSDP / TP). A fresh optimizer is
-    left out: DCP would create its state by a zero-gradient step."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
-
-    if not optimizer.state:
-        return {"model": get_model_state_dict(model)}
-    model_state, optim_state = get_state_dict(model, optimizer)
-    return {"model": model_state, "optimizer": optim_state}
-
-
-def load_sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path,
-                       with_optimizer: bool) -> None:
-    """Read a `sharded_state` written by any world size and parallelism into this rank's
-    shards (DCP reads the pieces each rank needs)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (
-        get_model_state_dict,
-        get_state_dict,
-        set_model_state_dict,
-        set_state_dict,
-    )
-
-    from ligo.train.checkpoint import safe_load_planner, safe_shard_reader, shard_errors_named
-
-    with _own_kernels(optimizer), shard_errors_named(path):
-        if not with_optimizer:
-            state = {"model": get_model_state_dict(model)}
-            dcp.load(state, storage_reader=safe_shard_reader(path), planner=safe_load_planner())
-            set_model_state_dict(model, state["model"])
-            return
-        model_state, optim_state = get_state_dict(model, optimizer)  # templates to read into
-        state = {"model": model_state, "optimizer": optim_state}
-        dcp.load(state, storage_reader=safe_shard_reader(path), planner=safe_load_planner())
-        set_state_dict(model, optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optimizer"])
-
-
-def indexed_optimizer_state(model: torch.nn.Module, by_name: dict) -> dict:
-    """An AdamW state keyed by parameter name (DCP's layout) in the plain layout, indexed in
-    `named_param_groups` order."""
-    decay, no_decay = named_param_groups(model)
-    index = {name: i for i, name in enumerate(decay + no_decay)}
-    groups = [{**group, "params": [index[n] for n in group["params"]]}
-              for group in by_name["param_groups"]]
-    return adam_state_from_names(model, by_name["state"], {"param_groups": groups})
-
-
-def _load_full_state(model, optimizer, model_state, optim_state) -> None:
-    if not is_sharded(model):
-        if model_state is not None:
-            model.load_state_dict(model_state)
-        optimizer.load_state_dict(optim_state)
-        return
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-        set_state_dict,
-    )
-
-    if not optim_state["state"]:  # saved fresh: loading it through DCP would create state
-        if model_state is not None:
-            set_model_state_dict(model, model_state, options=StateDictOptions(full_state_dict=True))
-        optimizer.load_state_dict(optim_state)
-        return
-
-    decay, no_decay = named_param_groups(model)
-    names = decay + no_decay
-    by_name = {"state": named_adam_state(model, optim_state),
-               "param_groups": [{**group, "params": [names[i] for i in group["params"]]}
-                                for group in optim_state["param_groups"]]}
-    options = StateDictOptions(full_state_dict=True)
-    if model_state is None:
-        set_optimizer_state_dict(model, optimizer, by_name, options=options)
-    else:
-        set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=by_name,
-                       options=options)

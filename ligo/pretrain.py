@@ -28,7 +28,6 @@ from ligo.data.tokenizer import save_hf_tokenizer
 from ligo.families import Family, family_of
 from ligo.fileio import atomic_write_text, refuse_foreign_output, refuse_output_holding_inputs
 from ligo.models import build_model, check_block_size, check_weights_fit, load_config, model_from_state
-from ligo.operators import grow_for_training
 from ligo.operators.learned import grow_with_operator
 from ligo.schedule import (
     GrowthSchedule,
@@ -40,8 +39,10 @@ from ligo.schedule import (
     plan_events,
     position_scheduler,
 )
+from ligo.train import checkpoint
 from ligo.train.checkpoint import list_checkpoints, load_latest_valid
 from ligo.train.flops import training_flops_per_token
+from ligo.train.growth import grow_for_training
 from ligo.train.loop import Trainer
 from ligo.train.metrics import MetricsLogger, relative_to_unigram
 from ligo.train.objective import LanguageModelingLoss
@@ -189,7 +190,7 @@ def build_trainer(loss_module: torch.nn.Module, model: torch.nn.Module, setup: R
                                     train_args.lr_end, train_args.poly_power)
     if map_optimizer_state is not None:  # a plain-format AdamW state, whatever the sharding
         template = {"param_groups": optimizer.state_dict()["param_groups"]}
-        parallel.load_full_state(model, optimizer, None, map_optimizer_state(template))
+        checkpoint.load_full_state(model, optimizer, None, map_optimizer_state(template))
     scaler = torch.amp.GradScaler(info.device.type, enabled=train_args.fp16)
     trainer = Trainer(loss_module, model, optimizer, scheduler, scaler, setup.data.train,
                       setup.data.valid, setup.data.collator, train_args, info, flops_per_token,
@@ -366,7 +367,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
                           growth_flops=float(growth_cost.get("flops", 0.0)),
                           growth_seconds=float(growth_cost.get("seconds", 0.0)))
     if results["finished"] and parallel.is_sharded(model):  # export: gather, then a plain model
-        state = parallel.full_model_state(model)  # collective
+        state = checkpoint.full_model_state(model)  # collective
         if info.is_main:
             model = model_from_state(model.config, state)
     if info.is_main:

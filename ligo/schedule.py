@@ -353,7 +353,8 @@ class GrowthSchedule:
 
     # ------------------------------------------------------------ growing
     def apply(self, trainer, event: GrowthEvent) -> None:
-        from ligo.operators import grow, grow_adam_state
+        from ligo.operators import grow
+        from ligo.train.growth import grow_adam_state
 
         step = trainer.progress.step
         new_config = event.target_config(trainer.model.config)
@@ -398,24 +399,25 @@ class GrowthSchedule:
         """The model and its AdamW state as one process would hold them: a sharded (FSDP)
         model is gathered onto every rank as a plain model (collective), then grown there."""
         from ligo import parallel
+        from ligo.train import checkpoint
 
         model = trainer.model
         if not parallel.is_sharded(model):
             return model, trainer.optimizer.state_dict()
-        model_state, optimizer_state = parallel.full_state(model, trainer.optimizer, every_rank=True)
+        model_state, optimizer_state = checkpoint.full_state(model, trainer.optimizer, every_rank=True)
         return model_from_state(model.config, model_state), optimizer_state
 
     def _install(self, trainer, model, optimizer_state: dict | None = None) -> None:
         """The training loop's model, loss module, optimizer (loaded with `optimizer_state`
         when given) and scheduler. The loss module comes first: under FSDP it shards the
         model, and the optimizer must hold the sharded parameters."""
-        from ligo import parallel
+        from ligo.train import checkpoint
 
         trainer.model = model
         trainer.loss_module = self.make_loss(model)
         trainer.optimizer = self.make_optimizer(model)
         if optimizer_state is not None:
-            parallel.load_full_state(model, trainer.optimizer, None, optimizer_state)
+            checkpoint.load_full_state(model, trainer.optimizer, None, optimizer_state)
         trainer.scheduler = position_scheduler(trainer.optimizer, self.lr, trainer.progress.step)
         trainer.bare_loss = getattr(trainer.loss_module, "module", trainer.loss_module)
         trainer.flops_per_token = self.flops(model.config)
@@ -425,7 +427,8 @@ class GrowthSchedule:
         Its FLOPs and seconds are added to the run's; the main step counter does not move."""
         import time
 
-        from ligo.operators.learned import LiGO, LiGOLoss, LiGOOptions, generation_flops, materialise
+        from ligo.operators.learned import LiGO, LiGOOptions, generation_flops, materialise
+        from ligo.train.growth import LiGOLoss
         from ligo.train.loop import Progress
 
         old = old_model.config

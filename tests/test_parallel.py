@@ -227,7 +227,7 @@ def test_growth_reads_a_sharded_source_run_like_a_full_one(tmp_path, small_corpu
     """The weights and AdamW moments a grown model starts from are the same whether the source
     run wrote full or sharded checkpoints."""
     from ligo.models import load_config
-    from ligo.operators import grow_for_training
+    from ligo.train.growth import grow_for_training
     from ligo.train.optim import build_optimizer
 
     for form in ("full", "sharded"):

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from tokenizers import Tokenizer
 
 from ligo.data.corpus import Corpus
 from ligo.data.tokenizer import fingerprint
-from ligo.fileio import atomic_write_text
+from ligo.fileio import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -123,7 +122,7 @@ def usable(path: Path, vocab_size: int, sample: int = 1 << 20) -> bool:
 def _tokenize(corpus: Corpus, tok: Tokenizer, eos_id: int, progress: bool):
     from tqdm import tqdm
 
-    from ligo.cli import interactive
+    from ligo.progress import interactive
 
     encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # fast: no offsets computed
     chunks: list[np.ndarray] = []
@@ -171,10 +170,8 @@ def _write(path: Path, corpus: Corpus, tok: Tokenizer, ids: np.ndarray, doc_leng
     dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     is_valid_doc = split_documents(len(doc_lengths), valid_percent, split_seed)
     is_valid_token = np.repeat(is_valid_doc, doc_lengths)
-    descriptor, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(descriptor)
     rows = ["split\ttoken_start\ttoken_end\tfile\tline"]
-    try:
+    with atomic_write(path) as tmp_name:
         with h5py.File(tmp_name, "w") as f:
             for split, doc_mask, token_mask in (("train", ~is_valid_doc, ~is_valid_token),
                                                 ("valid", is_valid_doc, is_valid_token)):
@@ -189,10 +186,6 @@ def _write(path: Path, corpus: Corpus, tok: Tokenizer, ids: np.ndarray, doc_leng
                            corpus=json.dumps(corpus.fingerprint()), valid_percent=valid_percent,
                            split_seed=split_seed, version=FORMAT_VERSION, complete=True)
         atomic_write_text(path.with_suffix(".line"), "\n".join(rows) + "\n")
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
 
 
 def open_split(path: Path, split: str) -> np.ndarray:

@@ -4,7 +4,6 @@ anything else trained on the large model's own loss."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer
@@ -17,6 +16,7 @@ from ligo.data.collators import CLMCollator, MLMCollator
 from ligo.data.corpus import Corpus
 from ligo.data.tokenizer import SpecialIds, load_tokenizer, special_ids, train_tokenizer, word_start_table
 from ligo.families import Family
+from ligo.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,8 @@ def obtain_tokenizer(tokenizer_path: str | None, corpus: Corpus, family: Family,
         log.info("no --tokenizer_path: training a %s tokenizer (%d tokens) on %s",
                  family.name, vocab_size, corpus.name)
         tok = train_tokenizer(corpus.iter_texts(), family, vocab_size)
-        tmp = path.with_suffix(".tmp")
-        tok.save(str(tmp))
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            tok.save(str(tmp))
     distributed.barrier(info)
     return load_tokenizer(path, family)
 

@@ -8,7 +8,6 @@ choice is reproducible.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -18,8 +17,6 @@ from ligo.models import load_config, model_from_state, read_model_dir
 from ligo.operators.depth import DEPTH_OPERATORS
 from ligo.operators.width import WIDTH_OPERATORS, check_width_growth
 from ligo.roles import Roles, check_state_matches_config, from_roles, to_roles
-
-log = logging.getLogger("ligo.operators")
 
 
 def _fresh_roles(config, family, seed: int, dtype: torch.dtype, zeros: bool = False) -> Roles:
@@ -91,34 +88,6 @@ def grow_state(state: dict[str, torch.Tensor], small_config, large_config, **opt
     return from_roles(grown, family)
 
 
-def grow_adam_state(small_model, small_state: dict, large_model, large_template: dict,
-                    **options) -> dict:
-    """Map an AdamW state_dict of `small_model` onto `large_model` through the same growth
-    (same depth/width schemes and seed as the weights): exp_avg and exp_avg_sq are grown as
-    moments (see ligo.operators.width.expand), `step` is kept. `large_template` is the
-    state_dict of a fresh optimizer over `large_model` (for its param_groups)."""
-    from ligo.train.optim import adam_state_from_names, named_adam_state
-
-    family = family_of(small_model.config)
-    named = named_adam_state(small_model, small_state)
-    params = dict(small_model.named_parameters())
-    step = max((float(s["step"]) for s in named.values()), default=0.0)
-    grown = {}
-    for power, field in ((1, "exp_avg"), (2, "exp_avg_sq")):
-        # parameters with no state yet (never stepped) have zero moments
-        moments = {name: named[name][field] if name in named else torch.zeros_like(p.detach())
-                   for name, p in params.items()}
-        for key, role in family.tied.items():  # tied copies share their source's moments
-            moments.setdefault(key, moments[family.keys[role].key])
-        roles = grow_roles(to_roles(moments, family), small_model.config, large_model.config,
-                           moment_power=power, **options)
-        grown[field] = from_roles(roles, family)
-    large_names = [n for n, _ in large_model.named_parameters()]
-    named_large = {name: {"step": torch.tensor(step), "exp_avg": grown["exp_avg"][name],
-                          "exp_avg_sq": grown["exp_avg_sq"][name]} for name in large_names}
-    return adam_state_from_names(large_model, named_large, large_template)
-
-
 def grow(small, large_config, depth: str = "stack", width: str | None = None,
          small_config=None, **options):
     """Grow `small` — an HF model, a folder holding one, or a state dict (then give
@@ -135,51 +104,3 @@ def grow(small, large_config, depth: str = "stack", width: str | None = None,
         small_config, state = small.config, {k: v.detach() for k, v in small.state_dict().items()}
     grown = grow_state(state, small_config, large_config, depth=depth, width=width, **options)
     return model_from_state(large_config, grown)
-
-
-def _final_step(run_dir: Path) -> int | None:
-    """The step of a finished run's model.safetensors (its results.json), if recorded."""
-    import json
-
-    try:
-        results = json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return results.get("step") if isinstance(results, dict) else None
-
-
-def grow_for_training(source_dir: str | Path, large_config, reset_optimizer: bool = False,
-                      info=None, **options):
-    """The grown model for a training run, and the source run's AdamW state mapped onto it.
-
-    Unless `reset_optimizer`, the newest valid checkpoint in `source_dir` (a finished or
-    interrupted run's output folder) supplies both the weights and the moments, so the two
-    match; without one, the folder's HF model is grown and the optimizer state is None.
-    Under torch.distributed (`info`) rank 0 alone verifies that checkpoint for all ranks.
-    Returns (model, map_state) where map_state(template) -> AdamW state_dict or None.
-    """
-    from ligo.parallel import indexed_optimizer_state
-    from ligo.train.checkpoint import load_latest_valid, whole_state
-
-    small_config, state = read_model_dir(source_dir)
-    found = None if reset_optimizer else load_latest_valid(Path(source_dir), info)
-    final_step = _final_step(Path(source_dir))
-    if found and final_step is not None and found[1]["progress"]["step"] != final_step:
-        # the checkpoint at the final model's step is damaged: an older one would grow other
-        # weights than the folder's model, which is what the user pointed at
-        log.warning("the newest valid checkpoint in %s is %s (step %d), not the final model's "
-                    "step %d: growing the final model (model.safetensors); AdamW starts from "
-                    "zero", source_dir, found[0].name, found[1]["progress"]["step"], final_step)
-        found = None
-    family = family_of(small_config)
-    small = family.build_class()(small_config)
-    if found:
-        found = (found[0], whole_state(*found))
-    small.load_state_dict(found[1]["model"] if found else state)
-    model = grow(small, large_config, **options)
-    if not found or found[1].get("optimizer_saved") is False:  # none, or fresh after an event
-        return model, None
-    source_optimizer = found[1]["optimizer"]
-    if found[1].get("sharded"):  # DCP keeps AdamW state by parameter name
-        source_optimizer = indexed_optimizer_state(small, source_optimizer)
-    return model, lambda template: grow_adam_state(small, source_optimizer, model, template, **options)

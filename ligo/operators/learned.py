@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ligo.families import LAYER_ROLES, ROLE_AXES, Family, family_of
-from ligo.fileio import sha256_file
+from ligo.fileio import atomic_write, atomic_write_text, sha256_file
 from ligo.models import (
     check_finite,
     config_from_dict,
@@ -339,47 +337,6 @@ def skeleton(config, device: torch.device | str = "cpu"):
     return model
 
 
-class LiGOLoss(nn.Module):
-    """The large model's own pretraining loss as a function of the operator's parameters:
-    the training loop (and DDP) see this module, whose only parameters are LiGO's."""
-
-    def __init__(self, operator: LiGO, device: torch.device | str = "cpu"):
-        super().__init__()
-        from ligo.train.objective import LanguageModelingLoss
-
-        self.operator = operator
-        self.family = operator.family
-        # in a list: not a submodule, so neither DDP nor state_dict sees its meta parameters
-        self._target = [LanguageModelingLoss(skeleton(operator.large_config, device), self.family)]
-        self._eval_weights = None
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._target[0].train(mode)
-        self._eval_weights = None  # training changes the operator: generate afresh
-        return self
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The generated weights; in eval mode without gradients they are generated once and
-        reused for every evaluation batch until the module is put back in train mode."""
-        if self.training or torch.is_grad_enabled():
-            return self.operator()
-        if self._eval_weights is None:
-            self._eval_weights = self.operator()
-        return self._eval_weights
-
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        # under the caller's autocast the generation's matmuls run in bf16/fp16 too (3x faster
-        # on CPU, measured): the large model's linear layers would cast the weights anyway;
-        # `materialise` generates the final weights in full precision
-        weights = self.weights()
-        params = {f"model.{key}": value for key, value in weights.items()}
-        head = self.family.head_attr + "."  # the loss module also holds the head as `head`
-        params.update({f"head.{key[len(head):]}": value for key, value in weights.items()
-                       if key.startswith(head)})
-        return torch.func.functional_call(self._target[0], params, (input_ids, labels))
-
-
 def generation_flops(operator: LiGO) -> float:
     """FLOPs of one forward generation of the large weights (matmuls, counted by PyTorch)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -399,18 +356,10 @@ def _config_dict(config) -> dict:
 def save_operator(operator: LiGO, folder: str | Path, training: dict | None = None) -> Path:
     """OP_DIR/ligo_operator.pt (the operator's state) and ligo_operator.json (source and
     target configs, options, what training it cost), each written atomically."""
-    from ligo.fileio import atomic_write_text
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    descriptor, tmp = tempfile.mkstemp(dir=folder, prefix=f".{OPERATOR_FILE}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
+    with atomic_write(folder / OPERATOR_FILE) as tmp:
         torch.save(operator.state_dict(), tmp)
-        os.replace(tmp, folder / OPERATOR_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     description = {"family": operator.family.name,
                    "source_config": _config_dict(operator.small_config),
                    "target_config": _config_dict(operator.large_config),

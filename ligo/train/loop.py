@@ -18,6 +18,7 @@ from ligo.config import TrainingArguments
 from ligo.data.blocks import BatchOrder, TokenBlocks
 from ligo.data.collators import IGNORE_INDEX
 from ligo.data.unigram import unigram_cross_entropy, unigram_log_probabilities
+from ligo.train import checkpoint
 from ligo.train.checkpoint import SHARDS, save_checkpoint, save_sharded_checkpoint
 from ligo.train.metrics import MetricsLogger, format_line
 
@@ -188,7 +189,7 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict:
         """Everything a full checkpoint holds (collective: every rank takes part)."""
-        model_state, optimizer_state = parallel.full_state(self.model, self.optimizer)
+        model_state, optimizer_state = checkpoint.full_state(self.model, self.optimizer)
         return {**self.loop_state(), "model": model_state, "optimizer": optimizer_state}
 
     def loop_state(self) -> dict:
@@ -218,10 +219,10 @@ class Trainer:
             self.growth.restore(self, state["growth"], state["model_config"],
                                 state["progress"]["step"])
         if state.get("sharded"):
-            parallel.load_sharded_state(self.model, self.optimizer, Path(folder) / SHARDS,
+            checkpoint.load_sharded_state(self.model, self.optimizer, Path(folder) / SHARDS,
                                         state["optimizer_saved"])
         else:
-            parallel.load_full_state(self.model, self.optimizer, state["model"],
+            checkpoint.load_full_state(self.model, self.optimizer, state["model"],
                                      state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -235,7 +236,7 @@ class Trainer:
 
     def save(self) -> None:
         if self.args.checkpoint_format == "sharded":  # every rank writes its own shards
-            shards = parallel.sharded_state(self.model, self.optimizer)
+            shards = checkpoint.sharded_state(self.model, self.optimizer)
             state = {**self.loop_state(), "optimizer_saved": "optimizer" in shards}
             path = save_sharded_checkpoint(Path(self.args.output_dir), self.progress.step, state,
                                            shards, self.args.save_total_limit, self.info)
@@ -253,7 +254,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         from tqdm import tqdm
 
-        from ligo.cli import interactive
+        from ligo.progress import interactive
 
         args, info = self.args, self.info
         bar = tqdm(total=args.max_steps, initial=self.progress.step, unit="step",

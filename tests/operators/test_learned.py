@@ -8,7 +8,6 @@ from ligo.operators.learned import (
     DEPTH_INITS,
     WIDTH_INITS,
     LiGO,
-    LiGOLoss,
     LiGOOptions,
     depth_init,
     load_operator,
@@ -17,6 +16,7 @@ from ligo.operators.learned import (
     width_init,
 )
 from ligo.roles import to_roles
+from ligo.train.growth import LiGOLoss
 from ligo.train.objective import LanguageModelingLoss
 from tests.operators.conftest import FAMILY_NAMES, tiny_config, trained_like_model, wide_config
 

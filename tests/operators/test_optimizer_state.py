@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from ligo.families import FAMILIES
-from ligo.operators import grow, grow_adam_state
+from ligo.operators import grow
+from ligo.train.growth import grow_adam_state
 from ligo.train.objective import LanguageModelingLoss
 from ligo.train.optim import build_optimizer, named_adam_state
 from tests.operators.conftest import trained_like_model, wide_config
