@@ -162,7 +162,10 @@ def prepare_run(model_args: ModelArguments, data_args: DataArguments,
     prepare_output_dir(train_args, identity, info)
     if info.is_main:  # from the start, so a checkpoint exported mid-run (ligo.export) has it
         save_hf_tokenizer(tok, family, train_args.output_dir)
-    data = build_lm_data(corpus, tok, ids, family, data_args, train_args.seed, info,
+    data = build_lm_data(corpus, tok, ids, family, block_size=data_args.block_size,
+                         valid_percent=data_args.validation_split_percentage,
+                         cache_dir=data_args.cache_dir, mlm_probability=data_args.mlm_probability,
+                         whole_word_mask=data_args.whole_word_mask, seed=train_args.seed, info=info,
                          progress=not train_args.disable_tqdm)
     return RunSetup(config, family, tok, data, identity)
 

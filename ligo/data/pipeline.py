@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from tokenizers import Tokenizer
 
 from ligo import distributed
-from ligo.config import DataArguments
 from ligo.data import cache as token_cache
 from ligo.data.blocks import TokenBlocks
 from ligo.data.collators import CLMCollator, MLMCollator
@@ -64,27 +63,28 @@ def align_config_with_tokenizer(config, family: Family, tok: Tokenizer, block_si
     return ids
 
 
-def build_lm_data(corpus: Corpus, tok: Tokenizer, ids: SpecialIds, family: Family,
-                  data_args: DataArguments, seed: int, info: distributed.DistInfo,
-                  progress: bool = False) -> LMData:
-    """Tokenise (rank 0, cached) and cut the blocks; pick the family's collator."""
+def build_lm_data(corpus: Corpus, tok: Tokenizer, ids: SpecialIds, family: Family, *,
+                  block_size: int, valid_percent: float, cache_dir: str | None,
+                  mlm_probability: float, whole_word_mask: bool, seed: int,
+                  info: distributed.DistInfo, progress: bool = False) -> LMData:
+    """Tokenise (rank 0, cached; `valid_percent` of the documents held out) and cut blocks of
+    `block_size` tokens; pick the family's collator (masking seeded by `seed`)."""
     cache = None
     if info.is_main:
-        cache = token_cache.build_or_reuse(corpus, tok, ids.eos, data_args.validation_split_percentage,
-                                           cache_dir=data_args.cache_dir, progress=progress)
+        cache = token_cache.build_or_reuse(corpus, tok, ids.eos, valid_percent,
+                                           cache_dir=cache_dir, progress=progress)
         log.info("%s token cache %s (%.1fs)", "built" if cache.built else "reusing", cache.path,
                  cache.seconds)
     cache = distributed.broadcast_object(cache, info)
     bos = ids.bos if family.prepend_bos else None
     eos = ids.eos if family.objective == "mlm" else None
-    blocks = {split: TokenBlocks(token_cache.open_split(cache.path, split), data_args.block_size, bos, eos)
+    blocks = {split: TokenBlocks(token_cache.open_split(cache.path, split), block_size, bos, eos)
               for split in ("train", "valid")}
     if len(blocks["valid"]) == 0:
-        raise ValueError(f"the validation split has no complete block of {data_args.block_size} "
+        raise ValueError(f"the validation split has no complete block of {block_size} "
                          "tokens; raise --validation_split_percentage or use more data")
     if family.objective == "clm":
         return LMData(blocks["train"], blocks["valid"], CLMCollator(), head_fraction=1.0)
     collator = MLMCollator(ids.mask, tok.get_vocab_size(with_added_tokens=True), ids.all(), seed,
-                           data_args.mlm_probability,
-                           word_start_table(tok, family) if data_args.whole_word_mask else None)
-    return LMData(blocks["train"], blocks["valid"], collator, head_fraction=data_args.mlm_probability)
+                           mlm_probability, word_start_table(tok, family) if whole_word_mask else None)
+    return LMData(blocks["train"], blocks["valid"], collator, head_fraction=mlm_probability)
