@@ -160,7 +160,8 @@ class TrainingArguments:
     gradient_accumulation_steps: int = 1
     learning_rate: str = field(default="1e-4", metadata={
         "aliases": ["--lr"], "help": "peak learning rate, or auto: staged training's "
-                                     "LR(N) = 0.003239 - 0.0001395 log(N), N = non-embedding parameters"})
+                                     "LR(N) = A - B log(N), N = non-embedding parameters "
+                                     "(ligo.slope.auto_learning_rate)"})
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98

@@ -27,18 +27,11 @@ from ligo.data.pipeline import LMData, align_config_with_tokenizer, build_lm_dat
 from ligo.data.tokenizer import save_hf_tokenizer
 from ligo.families import Family, family_of
 from ligo.fileio import atomic_write_text, refuse_foreign_output, refuse_output_holding_inputs
+from ligo.growth_plan import final_config, non_embedding_parameters, plan_events
 from ligo.models import build_model, check_block_size, check_weights_fit, load_config, model_from_state
 from ligo.operators.learned import grow_with_operator
-from ligo.schedule import (
-    GrowthSchedule,
-    LRSchedule,
-    SlopeRule,
-    auto_learning_rate,
-    final_config,
-    non_embedding_parameters,
-    plan_events,
-    position_scheduler,
-)
+from ligo.schedule import GrowthSchedule
+from ligo.slope import SlopeRule, auto_learning_rate
 from ligo.train import checkpoint
 from ligo.train.checkpoint import list_checkpoints, load_latest_valid
 from ligo.train.flops import training_flops_per_token
@@ -46,7 +39,7 @@ from ligo.train.growth import grow_for_training
 from ligo.train.loop import Trainer
 from ligo.train.metrics import MetricsLogger, relative_to_unigram
 from ligo.train.objective import LanguageModelingLoss
-from ligo.train.optim import build_optimizer, build_scheduler
+from ligo.train.optim import LRSchedule, build_optimizer, build_scheduler, position_scheduler
 
 log = logging.getLogger("ligo")
 RUN_FILE = "run.json"

@@ -91,7 +91,7 @@ def test_an_explicit_zero_warmup_wins_over_the_argument_files_ratio(tmp_path):
 
 
 def test_the_piecewise_schedule_honours_an_explicit_zero_warmup():
-    from ligo.schedule import LRSchedule
+    from ligo.train.optim import LRSchedule
 
     assert LRSchedule("linear", total=100, warmup_steps=0, warmup_ratio=0.1)(0) == 1.0
     assert LRSchedule("linear", total=100, warmup_ratio=0.1)(0) == pytest.approx(0.1)

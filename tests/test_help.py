@@ -18,7 +18,7 @@ ENTRY_POINTS = {
     "ligo.export": ["checkpoint", "--output_dir"],
     "ligo.glue": ["model_dir", "--output_dir"],
     "ligo.lm_eval": ["model_dir", "--output_file"],
-    "ligo.schedule": ["run_dir", "--next"],
+    "ligo.slope": ["run_dir", "--next"],
     "ligo.plot": ["runs", "--x", "--output"],
 }
 
@@ -41,3 +41,11 @@ def test_the_scripts_answer_help(script):
                           text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--config_name" in done.stdout and "required" not in done.stderr
+
+
+@pytest.mark.slow
+def test_the_slope_command_answers_under_its_old_name_too():
+    done = subprocess.run([sys.executable, "-m", "ligo.schedule", "--help"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--next" in done.stdout and "ligo.slope" in done.stdout

@@ -11,26 +11,24 @@ from safetensors.torch import load_file
 
 from ligo.config import ScheduleArguments
 from ligo.families import FAMILIES
+from ligo.growth_plan import GrowthEvent, auto_event
 from ligo.models import load_config
 from ligo.operators import grow_state
 from ligo.pretrain import main
 from ligo.roles import to_roles
-from ligo.schedule import (
+from ligo.schedule import GrowthSchedule
+from ligo.slope import (
     RESTART_CONSTANTS,
     SLOPE_THRESHOLDS,
     STOP_SLOPE,
-    GrowthEvent,
-    GrowthSchedule,
-    LRSchedule,
     SlopeRule,
-    auto_event,
     auto_learning_rate,
     loglog_slope,
     when_to_grow,
 )
-from ligo.schedule import main as schedule_main
+from ligo.slope import main as schedule_main
 from ligo.train.checkpoint import load_checkpoint
-from ligo.train.optim import build_optimizer, lr_multiplier, named_adam_state
+from ligo.train.optim import LRSchedule, build_optimizer, lr_multiplier, named_adam_state
 from tests.conftest import CONFIGS, run_argv, torchrun, write_config
 
 
@@ -311,7 +309,7 @@ def test_two_process_ddp_across_a_growth_event_equals_one_process(tmp_path, smal
 
 
 def test_reset_lr_scheduler_starts_the_schedule_over_on_the_remaining_steps():
-    from ligo.schedule import staged_event
+    from ligo.growth_plan import staged_event
     from tests.operators.conftest import tiny_config
 
     args = ScheduleArguments(double_at=["40:depth"], reset_lr_scheduler=True)

@@ -1,7 +1,9 @@
-"""AdamW with weight-decay groups, and learning-rate schedules with linear warmup."""
+"""AdamW with weight-decay groups, and learning-rate schedules with linear warmup (one
+segment, or piecewise across growth events: LRSchedule)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 
@@ -81,3 +83,65 @@ def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup: int, to
     end_ratio = lr_end / peak if peak else 0.0
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(step, kind, warmup, total, end_ratio, power))
+
+
+@dataclass
+class LRSchedule:
+    """Global step -> LR multiplier, piecewise over segments: a segment starting at global
+    step g evaluates the base schedule (warmup, then linear/cosine/... decay over `total`) at
+    position `position + (t - g)`; `rewarm` re-warms linearly from 0 to the value at
+    `position + rewarm` (staged training's restart). Progressive stacking starts a fresh
+    segment per stage (position 0, the stage's own budget); staged training keeps the run's
+    schedule but may jump to the compute-equivalent position.
+    A segment's warmup is `warmup_steps` when given (0 included), else `warmup_ratio` of its
+    own total."""
+
+    kind: str
+    total: int
+    warmup_steps: int | None = None
+    warmup_ratio: float = 0.0
+    end_ratio: float = 0.0  # poly: lr_end / peak
+    power: float = 1.0  # poly
+    segments: list[dict] = field(default_factory=list)
+
+    def segment_at(self, step: int) -> dict:
+        segment = {"start": 0, "position": 0, "rewarm": 0, "total": self.total}
+        for candidate in self.segments:
+            if candidate["start"] <= step:
+                segment = {"total": self.total, **candidate}
+        return segment
+
+    def warmup(self, segment: dict) -> int:
+        if self.warmup_steps is not None:  # an explicit 0 means no warmup
+            return self.warmup_steps
+        return round(self.warmup_ratio * segment["total"])
+
+    def warming_up(self, step: int) -> bool:
+        """Inside a warmup or re-warm: the loss curve there says nothing about scaling."""
+        segment = self.segment_at(step)
+        warmup = self.warmup(segment)
+        position = segment["position"] + step - segment["start"]
+        return position < warmup or position < segment["position"] + segment["rewarm"]
+
+    def __call__(self, step: int) -> float:
+        segment = self.segment_at(step)
+        warmup = self.warmup(segment)
+        position = segment["position"] + step - segment["start"]
+
+        def base(p):
+            return lr_multiplier(p, self.kind, warmup, segment["total"], self.end_ratio, self.power)
+
+        rewarm = segment["rewarm"]
+        if rewarm and position < segment["position"] + rewarm:
+            done = position - segment["position"] + 1
+            return done / rewarm * base(segment["position"] + rewarm)
+        return base(position)
+
+
+def position_scheduler(optimizer, schedule: LRSchedule, step: int):
+    """A LambdaLR over `optimizer` at global `step` of `schedule`: the LR of every group is
+    its peak (`initial_lr`, recorded by the first scheduler over it) times schedule(step)."""
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])  # a fresh optimizer's lr is the peak
+    # a scheduler created at last_epoch step - 1 takes its first step to `step`
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule, last_epoch=step - 1)
