@@ -89,8 +89,9 @@ def train_operator(model_args: ModelArguments, data_args: DataArguments,
     flops_per_token = (training_flops_per_token(setup.config, data_args.block_size,
                                                 setup.data.head_fraction, setup.family.head_transform)
                        + 3 * generation_flops(operator) / micro_tokens)
-    trainer = build_trainer(distributed.wrap_data_parallel(loss_module, info), operator, setup,
-                            train_args, info, flops_per_token)
+    trainer = build_trainer(loss_module=distributed.wrap_data_parallel(loss_module, info),
+                            model=operator, setup=setup, train_args=train_args, info=info,
+                            flops_per_token=flops_per_token)
     trainable = sum(p.numel() for p in operator.parameters() if p.requires_grad)
     log.info("LiGO %s -> %s: %.2fM trainable parameters (%s), init %s; %d train blocks, global "
              "batch %d, %.3g FLOPs per token", ligo_args.source_model_path, model_args.config_name,

@@ -171,12 +171,14 @@ def optimizer_builder(train_args: TrainingArguments):
     return make
 
 
-def build_trainer(loss_module: torch.nn.Module, model: torch.nn.Module, setup: RunSetup,
+def build_trainer(*, loss_module: torch.nn.Module, model: torch.nn.Module, setup: RunSetup,
                   train_args: TrainingArguments, info: distributed.DistInfo,
-                  flops_per_token: float, map_optimizer_state=None, growth=None) -> Trainer:
+                  flops_per_token: float, map_optimizer_state=None, growth=None,
+                  end_step: int | None = None) -> Trainer:
     """AdamW over `model`'s trainable parameters, its schedule, and the loop; resumed from
     the newest valid checkpoint with --should_continue. With a growth schedule
-    (ligo.schedule.GrowthSchedule) the LR follows its piecewise schedule."""
+    (ligo.schedule.GrowthSchedule) the LR follows its piecewise schedule. `end_step`: the
+    run's length when a schedule plans it (default --max_steps)."""
     optimizer = optimizer_builder(train_args)(model)
     if growth is not None:
         scheduler = position_scheduler(optimizer, growth.lr, 0)
@@ -188,10 +190,12 @@ def build_trainer(loss_module: torch.nn.Module, model: torch.nn.Module, setup: R
         template = {"param_groups": optimizer.state_dict()["param_groups"]}
         checkpoint.load_full_state(model, optimizer, None, map_optimizer_state(template))
     scaler = torch.amp.GradScaler(info.device.type, enabled=train_args.fp16)
-    trainer = Trainer(loss_module, model, optimizer, scheduler, scaler, setup.data.train,
-                      setup.data.valid, setup.data.collator, train_args, info, flops_per_token,
-                      setup.identity, MetricsLogger(train_args.output_dir, info.is_main),
-                      growth=growth)
+    trainer = Trainer(loss_module=loss_module, model=model, optimizer=optimizer,
+                      scheduler=scheduler, scaler=scaler, train_blocks=setup.data.train,
+                      valid_blocks=setup.data.valid, collator=setup.data.collator, args=train_args,
+                      info=info, flops_per_token=flops_per_token, run_identity=setup.identity,
+                      metrics=MetricsLogger(train_args.output_dir, info.is_main), growth=growth,
+                      end_step=end_step)
     trainer.unigram_loss = trainer.compute_unigram_loss(
         setup.tokenizer.get_vocab_size(with_added_tokens=True))
     log.info("unigram line of the eval set: %.4f nats (the loss of predicting every label by "
@@ -238,7 +242,7 @@ def learned_line(evaluation: dict, unigram: float) -> str:
 def run_results(trainer: Trainer, evaluation: dict, **extra) -> dict:
     progress = trainer.progress
     return {"step": progress.step, "tokens": progress.tokens, "flops": progress.flops,
-            "train_seconds": progress.seconds, "finished": progress.step >= trainer.args.max_steps,
+            "train_seconds": progress.seconds, "finished": progress.step >= trainer.end_step,
             "unigram_loss": trainer.unigram_loss, **extra, **{f"eval_{k}": v for k, v in evaluation.items()}}
 
 
@@ -270,16 +274,16 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
                                 "--pretrained_ligo_path": growth.pretrained_ligo_path})
     config, family, data = setup.config, setup.family, setup.data
 
-    events, lr_schedule = [], None
+    events, lr_schedule, max_steps = [], None, train_args.max_steps
     if schedule.active:  # the first model and the events that grow it
         steps_per_epoch = max(1, len(data.train) // (train_args.per_device_train_batch_size
                                                      * info.dp_size
                                                      * train_args.gradient_accumulation_steps))
-        config, events, train_args.max_steps, first_total = plan_events(
+        config, events, max_steps, first_total = plan_events(
             schedule, growth, config, train_args.max_steps, steps_per_epoch)
         log.info("growth schedule: start with %d layers, hidden %d; %d planned events%s; %d steps",
                  config.num_hidden_layers, config.hidden_size, len(events),
-                 " + automatic (slope rule)" if schedule.grow_when else "", train_args.max_steps)
+                 " + automatic (slope rule)" if schedule.grow_when else "", max_steps)
     if train_args.learning_rate == "auto":
         largest = final_config(config, events, schedule.auto_growth if schedule.grow_when else None)
         n = non_embedding_parameters(largest)
@@ -287,7 +291,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
         log.info("--learning_rate auto: %.3g for N = %.3gM non-embedding parameters",
                  train_args.learning_rate, n / 1e6)
     if schedule.active:
-        lr_schedule = LRSchedule(train_args.lr_scheduler_type, first_total or train_args.max_steps,
+        lr_schedule = LRSchedule(train_args.lr_scheduler_type, first_total or max_steps,
                                  train_args.warmup_steps, train_args.warmup_ratio or 0.0,
                                  train_args.lr_end / train_args.learning_rate, train_args.poly_power)
 
@@ -333,23 +337,25 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
     if lr_schedule is not None:
         rule = SlopeRule(schedule.auto_growth, schedule.slope_smoothing, schedule.slope_window) \
             if schedule.grow_when else None
-        schedule_runtime = GrowthSchedule(events, lr_schedule, make_loss,
-                                          optimizer_builder(train_args), flops, wrap,
-                                          growth.growth_seed, rule, schedule,
-                                          schedule.stage_ligo_learning_rate, growth.reset_optimizer)
+        schedule_runtime = GrowthSchedule(
+            events, lr_schedule, make_loss=make_loss, make_optimizer=optimizer_builder(train_args),
+            flops=flops, wrap=wrap, growth_seed=growth.growth_seed, rule=rule, args=schedule,
+            ligo_lr=schedule.stage_ligo_learning_rate, reset_optimizer=growth.reset_optimizer)
     flops_per_token = flops(config)
-    trainer = build_trainer(make_loss(model), model, setup, train_args, info, flops_per_token,
-                            map_source_optimizer, schedule_runtime)
+    trainer = build_trainer(loss_module=make_loss(model), model=model, setup=setup,
+                            train_args=train_args, info=info, flops_per_token=flops_per_token,
+                            map_optimizer_state=map_source_optimizer, growth=schedule_runtime,
+                            end_step=max_steps)
     model = trainer.model  # a resumed schedule may have rebuilt it at a later stage
     if trainer.progress.step == 0:  # the operator's training is part of this run's cost
-        trainer.progress.flops = float(growth_cost.get("flops", 0.0))
-        trainer.progress.seconds = float(growth_cost.get("seconds", 0.0))
+        trainer.charge(flops=float(growth_cost.get("flops", 0.0)),
+                       seconds=float(growth_cost.get("seconds", 0.0)))
     n_params = sum(p.numel() for p in model.parameters())
-    tokens = train_args.max_steps * trainer.global_batch * data_args.block_size
+    tokens = max_steps * trainer.global_batch * data_args.block_size
     log.info("%s: %.1fM parameters, %d train / %d valid blocks of %d tokens, global batch %d, "
              "%.3g training FLOPs per token; the run: %d steps, %.3g tokens (%.2f epochs), %.3g "
              "FLOPs%s", family.name, n_params / 1e6, len(data.train), len(data.valid),
-             data_args.block_size, trainer.global_batch, flops_per_token, train_args.max_steps,
+             data_args.block_size, trainer.global_batch, flops_per_token, max_steps,
              tokens, tokens / max(1, len(data.train) * data_args.block_size),
              tokens * flops_per_token, " (before growth events)" if schedule.active else "")
 

@@ -9,7 +9,7 @@ curve is one line on every axis.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import torch
 
@@ -26,7 +26,7 @@ class GrowthSchedule:
     the slope rule fires. `make_loss(model)`, `make_optimizer(model)` and `flops(config)` are
     the run's own builders, so a grown model is trained exactly like the first one."""
 
-    def __init__(self, events: list[GrowthEvent], lr: LRSchedule, make_loss, make_optimizer,
+    def __init__(self, events: list[GrowthEvent], lr: LRSchedule, *, make_loss, make_optimizer,
                  flops, wrap, growth_seed: int = 0, rule: SlopeRule | None = None, args=None,
                  ligo_lr: float = 1e-3, reset_optimizer: bool = False):
         self.planned = sorted(events, key=lambda e: e.step)
@@ -56,7 +56,7 @@ class GrowthSchedule:
                 self.stop = True
             elif decision is not None:
                 event = auto_event(step, decision, trainer.model.config, self.args,
-                                   trainer.args.max_steps, self.reset_optimizer)
+                                   trainer.end_step, self.reset_optimizer)
         if event is not None:
             self.apply(trainer, event)
         return event
@@ -123,14 +123,13 @@ class GrowthSchedule:
         model, and the optimizer must hold the sharded parameters."""
         from ligo.train import checkpoint
 
-        trainer.model = model
-        trainer.loss_module = self.make_loss(model)
-        trainer.optimizer = self.make_optimizer(model)
+        loss_module = self.make_loss(model)
+        optimizer = self.make_optimizer(model)
         if optimizer_state is not None:
-            checkpoint.load_full_state(model, trainer.optimizer, None, optimizer_state)
-        trainer.scheduler = position_scheduler(trainer.optimizer, self.lr, trainer.progress.step)
-        trainer.bare_loss = getattr(trainer.loss_module, "module", trainer.loss_module)
-        trainer.flops_per_token = self.flops(model.config)
+            checkpoint.load_full_state(model, optimizer, None, optimizer_state)
+        trainer.install(model=model, loss_module=loss_module, optimizer=optimizer,
+                        scheduler=position_scheduler(optimizer, self.lr, trainer.progress.step),
+                        flops_per_token=self.flops(model.config))
 
     def _ligo_phase(self, trainer, old_model, new_config, event: GrowthEvent):
         """Train a LiGO operator on the next `ligo_steps` global batches, then materialise.
@@ -139,7 +138,6 @@ class GrowthSchedule:
 
         from ligo.operators.learned import LiGO, LiGOOptions, generation_flops, materialise
         from ligo.train.growth import LiGOLoss
-        from ligo.train.loop import Progress
 
         old = old_model.config
         options = LiGOOptions(tune_depth=new_config.num_hidden_layers != old.num_hidden_layers,
@@ -150,19 +148,17 @@ class GrowthSchedule:
         optimizer = self.make_optimizer(operator, lr=self.ligo_lr)
         steps = event.ligo_steps
         schedule = LRSchedule("linear", total=steps, warmup_steps=max(1, steps // 10))
-        sub = replace(trainer, loss_module=self.wrap(LiGOLoss(operator, trainer.info.device)),
-                      model=operator, optimizer=optimizer, growth=None, progress=Progress(),
-                      scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule))
         start = time.perf_counter()
-        for index in range(steps):  # the batches the grown model is about to see
-            sub.train_step(trainer.progress.step + index)
+        trainer.train_other(  # on the batches the grown model is about to see
+            loss_module=self.wrap(LiGOLoss(operator, trainer.info.device)), model=operator,
+            optimizer=optimizer, scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+            first_step=trainer.progress.step, steps=steps)
         micro_tokens = trainer.args.per_device_train_batch_size * trainer.train_blocks.block_size
         per_token = self.flops(new_config) + 3 * generation_flops(operator) / micro_tokens
-        trainer.progress.flops += steps * sub.global_batch * trainer.train_blocks.block_size * per_token
-        trainer.progress.seconds += time.perf_counter() - start
+        flops = steps * trainer.global_batch * trainer.train_blocks.block_size * per_token
+        trainer.charge(flops=flops, seconds=time.perf_counter() - start)
         log.info("step %d: trained a LiGO operator %d steps on the next batches (%.3g FLOPs)",
-                 trainer.progress.step, steps, steps * sub.global_batch
-                 * trainer.train_blocks.block_size * per_token)
+                 trainer.progress.step, steps, flops)
         return materialise(operator)
 
     # ------------------------------------------------------------ checkpoints
@@ -192,7 +188,7 @@ class GrowthSchedule:
             model = model.to(trainer.info.device)
             self._install(trainer, model)
         else:
-            trainer.scheduler = position_scheduler(trainer.optimizer, self.lr, step)
+            trainer.set_scheduler(position_scheduler(trainer.optimizer, self.lr, step))
 
 
 if __name__ == "__main__":  # the command line moved to ligo.slope; this name keeps working

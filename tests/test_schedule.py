@@ -118,9 +118,11 @@ def test_after_insertion_old_parameters_keep_their_moments_and_new_ones_start_at
     trainer = SimpleNamespace(model=model, optimizer=optimizer, info=SimpleNamespace(device="cpu"),
                               progress=SimpleNamespace(step=2, tokens=0, flops=0.0, seconds=0.0),
                               metrics=SimpleNamespace(log=lambda *a, **k: None))
-    schedule = GrowthSchedule([], LRSchedule("linear", 10), lambda m: m,
-                              lambda m, lr=None: build_optimizer(m, 1e-3, 0.01, (0.9, 0.98), 1e-6),
-                              lambda c: 1.0, lambda m: m)
+    trainer.install = lambda **parts: vars(trainer).update(parts)  # as Trainer.install
+    schedule = GrowthSchedule(
+        [], LRSchedule("linear", 10), make_loss=lambda m: m,
+        make_optimizer=lambda m, lr=None: build_optimizer(m, 1e-3, 0.01, (0.9, 0.98), 1e-6),
+        flops=lambda c: 1.0, wrap=lambda m: m)
     schedule.apply(trainer, GrowthEvent(step=2, changes={"num_hidden_layers": 3}, depth="insert",
                                         depth_options={"positions": [1], "init": "copy"},
                                         zero_new_layer_moments=True))

@@ -473,3 +473,37 @@ def _load_full_state(model, optimizer, model_state, optim_state) -> None:
     else:
         set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=by_name,
                        options=options)
+
+
+# ---------------------------------------------------------------- a run's checkpoint, whole
+def save_run(output_dir: Path, step: int, *, model: torch.nn.Module,
+             optimizer: torch.optim.Optimizer, loop_state: dict, sharded: bool, keep_last: int,
+             info: distributed.DistInfo) -> Path:
+    """checkpoint-<step>/ holding `loop_state` (the loop's own state: scheduler, RNG,
+    progress, ...) with the model and AdamW state: gathered whole on rank 0 (full), or each
+    rank's shards (sharded). Collective: every rank calls it."""
+    if sharded:  # every rank writes its own shards
+        shards = sharded_state(model, optimizer)
+        state = {**loop_state, "optimizer_saved": "optimizer" in shards}
+        path = save_sharded_checkpoint(output_dir, step, state, shards, keep_last, info)
+        if info.is_main:
+            log.info("saved %s (sharded)", path)
+        return path
+    model_state, optimizer_state = full_state(model, optimizer)
+    path = output_dir / f"checkpoint-{step:07d}"
+    if info.is_main:
+        path = save_checkpoint(output_dir, step, {**loop_state, "model": model_state,
+                                                  "optimizer": optimizer_state}, keep_last)
+        log.info("saved %s", path)
+    distributed.barrier(info)
+    return path
+
+
+def restore_model_and_optimizer(state: dict, folder: Path | None, model: torch.nn.Module,
+                                optimizer: torch.optim.Optimizer) -> None:
+    """The model and AdamW state of a checkpoint `state` read from `folder` (full or
+    sharded, written by any world size and parallelism) into this rank's model and optimizer."""
+    if state.get("sharded"):
+        load_sharded_state(model, optimizer, Path(folder) / SHARDS, state["optimizer_saved"])
+    else:
+        load_full_state(model, optimizer, state["model"], state["optimizer"])

@@ -9,6 +9,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -19,7 +20,6 @@ from ligo.data.blocks import BatchOrder, TokenBlocks
 from ligo.data.collators import IGNORE_INDEX
 from ligo.data.unigram import unigram_cross_entropy, unigram_log_probabilities
 from ligo.train import checkpoint
-from ligo.train.checkpoint import SHARDS, save_checkpoint, save_sharded_checkpoint
 from ligo.train.metrics import MetricsLogger, format_line
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,27 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-@dataclass
+class GrowthHook(Protocol):
+    """What the loop asks of a growth schedule (ligo.schedule.GrowthSchedule)."""
+
+    stop: bool  # the automatic schedule ends the run at the current step
+
+    def after_step(self, trainer: Trainer, logged: dict | None) -> object | None:
+        """After every optimizer step: grow now (through `trainer.install`) if an event is due;
+        the event applied, or None."""
+
+    def state(self) -> dict:
+        """What a checkpoint records of the schedule."""
+
+    def restore(self, trainer: Trainer, state: dict, config_dict: dict, step: int) -> None:
+        """Before a checkpoint is loaded: the architecture of that step."""
+
+
+@dataclass(kw_only=True)
 class Trainer:
-    """Everything one training run needs; `fit` runs it."""
+    """Everything one training run needs; `fit` runs it. A growth schedule changes the
+    trained model only through `install`, and spends extra compute only through
+    `train_other` and `charge`."""
 
     loss_module: torch.nn.Module  # LanguageModelingLoss, possibly wrapped for data parallelism
     model: torch.nn.Module  # the bare model (for state dicts)
@@ -83,13 +101,17 @@ class Trainer:
     run_identity: dict
     metrics: MetricsLogger
     progress: Progress = field(default_factory=Progress)
-    growth: object | None = None  # a ligo.schedule.GrowthSchedule: growth events mid-run
+    growth: GrowthHook | None = None  # growth events mid-run
     # the eval set's unigram cross-entropy (ligo.data.unigram): evaluations report how far
     # below it the model is, i.e. what it has learned beyond token frequencies
     unigram_loss: float | None = None
+    # the run ends after this step (default --max_steps); --stop_at_eval_loss and the
+    # automatic schedule's stop move it earlier; the LR schedule keeps the full budget
+    end_step: int | None = None
 
     def __post_init__(self):
         args, info = self.args, self.info
+        self.end_step = args.max_steps if self.end_step is None else self.end_step
         self.global_batch = (args.per_device_train_batch_size * info.dp_size
                              * args.gradient_accumulation_steps)
         self.order = BatchOrder(len(self.train_blocks), self.global_batch, args.seed)
@@ -122,9 +144,41 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.info.device.type, dtype=self.autocast_dtype)
 
+    # ---------------------------------------------------------------- what growth changes
+    def install(self, *, model: torch.nn.Module, loss_module: torch.nn.Module,
+                optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                flops_per_token: float) -> None:
+        """Train `model` from the next step on (after a growth event, or a resumed one):
+        its loss module, optimizer, LR scheduler and FLOPs per token replace the current ones."""
+        self.model, self.loss_module, self.optimizer = model, loss_module, optimizer
+        self.scheduler, self.flops_per_token = scheduler, flops_per_token
+        self.bare_loss = getattr(loss_module, "module", loss_module)
+
+    def set_scheduler(self, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+        self.scheduler = scheduler
+
+    def charge(self, *, flops: float, seconds: float) -> None:
+        """Count compute spent outside the loop's own steps (a LiGO operator's training) on
+        the run's FLOPs and seconds axes; the step and token counters do not move."""
+        self.progress.flops += flops
+        self.progress.seconds += seconds
+
+    def train_other(self, *, loss_module: torch.nn.Module, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, first_step: int,
+                    steps: int) -> None:
+        """Train another module (a LiGO operator through its loss) on this run's global
+        batches `first_step` .. `first_step + steps - 1`, with this run's precision, gradient
+        scaling and clipping; the run's own model, optimizer and progress stay as they are."""
+        for step in range(first_step, first_step + steps):
+            self._train_step(step, loss_module, model, optimizer, scheduler)
+
     # ---------------------------------------------------------------- one step
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        self.loss_module.train()
+        return self._train_step(step, self.loss_module, self.model, self.optimizer, self.scheduler)
+
+    def _train_step(self, step: int, loss_module, model, optimizer, scheduler) -> dict[str, torch.Tensor]:
+        loss_module.train()
         batches = self.micro_batches(step)
         global_tokens = distributed.all_reduce_sum(
             torch.stack([self.label_tokens(b) for b in batches]).sum().double(), self.info)
@@ -135,18 +189,18 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.info.device)
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
-            with parallel.no_sync(self.loss_module, self.model, last or not self.info.enabled):
+            with parallel.no_sync(loss_module, model, last or not self.info.enabled):
                 with self.autocast():
-                    out = self.loss_module(batch["input_ids"], batch["labels"])
+                    out = loss_module(batch["input_ids"], batch["labels"])
                 self.scaler.scale(out["loss_sum"] * scale.to(out["loss_sum"].dtype)).backward()
             loss_sum += out["loss_sum"].detach().double()
-        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = parallel.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
-        self.scaler.step(self.optimizer)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
+        self.scaler.unscale_(optimizer)
+        grad_norm = parallel.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
+        self.scaler.step(optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
         return {"loss_sum": loss_sum, "label_tokens": global_tokens, "grad_norm": grad_norm, "lr": lr}
 
     # ---------------------------------------------------------------- evaluation
@@ -187,11 +241,6 @@ class Trainer:
         return values
 
     # ---------------------------------------------------------------- checkpoints
-    def state(self) -> dict:
-        """Everything a full checkpoint holds (collective: every rank takes part)."""
-        model_state, optimizer_state = checkpoint.full_state(self.model, self.optimizer)
-        return {**self.loop_state(), "model": model_state, "optimizer": optimizer_state}
-
     def loop_state(self) -> dict:
         """All but the model and optimizer (collective: the RNG of every rank)."""
         rng = torch.get_rng_state()
@@ -218,12 +267,7 @@ class Trainer:
         if self.growth is not None and "growth" in state:  # the architecture of that step
             self.growth.restore(self, state["growth"], state["model_config"],
                                 state["progress"]["step"])
-        if state.get("sharded"):
-            checkpoint.load_sharded_state(self.model, self.optimizer, Path(folder) / SHARDS,
-                                        state["optimizer_saved"])
-        else:
-            checkpoint.load_full_state(self.model, self.optimizer, state["model"],
-                                     state["optimizer"])
+        checkpoint.restore_model_and_optimizer(state, folder, self.model, self.optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if len(state["rng"]) == self.info.world_size:
@@ -235,20 +279,11 @@ class Trainer:
         self.progress = Progress(**state["progress"])
 
     def save(self) -> None:
-        if self.args.checkpoint_format == "sharded":  # every rank writes its own shards
-            shards = checkpoint.sharded_state(self.model, self.optimizer)
-            state = {**self.loop_state(), "optimizer_saved": "optimizer" in shards}
-            path = save_sharded_checkpoint(Path(self.args.output_dir), self.progress.step, state,
-                                           shards, self.args.save_total_limit, self.info)
-            if self.info.is_main:
-                log.info("saved %s (sharded)", path)
-            return
-        state = self.state()  # collective: every rank takes part
-        if self.info.is_main:
-            path = save_checkpoint(Path(self.args.output_dir), self.progress.step, state,
-                                   self.args.save_total_limit)
-            log.info("saved %s", path)
-        distributed.barrier(self.info)
+        """checkpoint-<step>/ of the run (collective: every rank takes part)."""
+        checkpoint.save_run(Path(self.args.output_dir), self.progress.step, model=self.model,
+                            optimizer=self.optimizer, loop_state=self.loop_state(),
+                            sharded=self.args.checkpoint_format == "sharded",
+                            keep_last=self.args.save_total_limit, info=self.info)
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> dict[str, float]:
@@ -257,14 +292,14 @@ class Trainer:
         from ligo.progress import interactive
 
         args, info = self.args, self.info
-        bar = tqdm(total=args.max_steps, initial=self.progress.step, unit="step",
+        bar = tqdm(total=self.end_step, initial=self.progress.step, unit="step",
                    disable=not info.is_main or args.disable_tqdm or not interactive(),
                    dynamic_ncols=True)
         tokens_per_step = self.global_batch * self.train_blocks.block_size
         interval = {"loss_sum": 0.0, "label_tokens": 0.0, "seconds": 0.0, "steps": 0}
         steps_this_process, own_seconds = 0, 0.0
         last_eval: dict[str, float] = {}
-        while self.progress.step < args.max_steps:
+        while self.progress.step < self.end_step:
             start = time.perf_counter()
             out = self.train_step(self.progress.step)
             seconds = time.perf_counter() - start
@@ -280,13 +315,13 @@ class Trainer:
             bar.update(1)
             step = self.progress.step
             own_seconds += seconds
-            if steps_this_process == ESTIMATE_AFTER_STEPS and info.is_main and step < args.max_steps:
+            if steps_this_process == ESTIMATE_AFTER_STEPS and info.is_main and step < self.end_step:
                 per_step = own_seconds / steps_this_process
                 log.info("%.2f s per step so far: about %s of training to go for the remaining "
                          "%d steps (evaluations and checkpoints not counted)", per_step,
-                         _duration(per_step * (args.max_steps - step)), args.max_steps - step)
+                         _duration(per_step * (self.end_step - step)), self.end_step - step)
             logged = None
-            if step % args.logging_steps == 0 or step == args.max_steps:
+            if step % args.logging_steps == 0 or step == self.end_step:
                 totals = distributed.all_reduce_sum(  # on the device: nccl has no CPU tensors
                     torch.tensor([interval["loss_sum"]], dtype=torch.float64, device=info.device), info)
                 values = {"loss": totals.item() / max(interval["label_tokens"], 1),
@@ -299,31 +334,31 @@ class Trainer:
                                  self.progress.seconds)
                 bar.set_postfix(loss=f"{values['loss']:.3f}")
                 if info.is_main:
-                    bar.write(format_line(step, args.max_steps, values))
+                    bar.write(format_line(step, self.end_step, values))
                 interval = dict.fromkeys(interval, 0.0)
                 logged = values
-            if step % args.eval_steps == 0 or step == args.max_steps:
+            if step % args.eval_steps == 0 or step == self.end_step:
                 last_eval = self.evaluate()
                 self.metrics.log("eval", last_eval, step, self.progress.tokens, self.progress.flops,
                                  self.progress.seconds)
                 if info.is_main:
-                    bar.write("eval " + format_line(step, args.max_steps, last_eval))
-                if (args.stop_at_eval_loss is not None and step < args.max_steps
+                    bar.write("eval " + format_line(step, self.end_step, last_eval))
+                if (args.stop_at_eval_loss is not None and step < self.end_step
                         and last_eval["loss"] <= args.stop_at_eval_loss):
                     log.info("eval loss %.4f reached --stop_at_eval_loss %.4f at step %d: ending "
                              "the run here", last_eval["loss"], args.stop_at_eval_loss, step)
-                    args.max_steps = step  # the LR schedule was built for the full budget
+                    self.end_step = step  # the LR schedule keeps the full budget
             grew = self.growth is not None and self.growth.after_step(self, logged) is not None
             stopping = args.stop_after_steps is not None and steps_this_process >= args.stop_after_steps
-            if self.growth is not None and self.growth.stop and step < args.max_steps:
-                args.max_steps = step  # the automatic schedule ends the run here
+            if self.growth is not None and self.growth.stop and step < self.end_step:
+                self.end_step = step  # the automatic schedule ends the run here
                 last_eval = self.evaluate()
                 self.metrics.log("eval", last_eval, step, self.progress.tokens, self.progress.flops,
                                  self.progress.seconds)
             # right after a growth event too: a resume never has to redo a growth
-            if step % args.ckpt_steps == 0 or step == args.max_steps or stopping or grew:
+            if step % args.ckpt_steps == 0 or step == self.end_step or stopping or grew:
                 self.save()
-            if stopping and step < args.max_steps:
+            if stopping and step < self.end_step:
                 log.info("stopping after %d steps as asked (--stop_after_steps); resume with "
                          "--should_continue", steps_this_process)
                 break
