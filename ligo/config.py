@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -554,15 +555,31 @@ def _note_deprecated_aliases(groups: tuple, argv: list[str]) -> None:
                           f"accepted, but use --{f.name}", file=sys.stderr)
 
 
-def argument_parser(description: str = "", **options) -> argparse.ArgumentParser:
-    """An ArgumentParser that reads `--learning_rate -1e-4` as a (negative) value, so the
-    range check can name it, instead of argparse's "expected one argument"."""
-    import re
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
-    parser = argparse.ArgumentParser(description=description, **options)
-    # argparse's own pattern (CPython 3.8-3.13) misses exponents; this attribute is its switch
-    parser._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-    return parser
+
+class _NegativeValuesParser(argparse.ArgumentParser):
+    """Reads `--learning_rate -1e-4` as a (negative) value, so the range check can name it,
+    instead of argparse's "expected one argument": argparse's own negative-number pattern
+    misses exponents, so such a value is joined to its flag (`--learning_rate=-1e-4`)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        import sys
+
+        joined: list[str] = []
+        for token in list(sys.argv[1:] if args is None else args):
+            previous = joined[-1] if joined else ""
+            if (NEGATIVE_NUMBER.match(token) and previous.startswith("--") and "=" not in previous
+                    and previous != "--"):
+                joined[-1] = f"{previous}={token}"
+            else:
+                joined.append(token)
+        return super().parse_known_args(joined, namespace)
+
+
+def argument_parser(description: str = "", **options) -> argparse.ArgumentParser:
+    """An ArgumentParser that reads a negative number after a flag as its value."""
+    return _NegativeValuesParser(description=description, **options)
 
 
 def parse_args(groups: tuple, argv: list[str] | None = None, description: str = ""):

@@ -330,10 +330,11 @@ def skeleton(config, device: torch.device | str = "cpu"):
     with torch.random.fork_rng(devices=[]):
         model = family.build_class()(config)
     buffers = {name: buffer.to(device) for name, buffer in model.named_buffers()}
+    saved = set(model.state_dict())  # persistent buffers appear there, the others not
     model.to("meta")
     for name, buffer in buffers.items():
         owner, _, leaf = name.rpartition(".")
-        model.get_submodule(owner)._buffers[leaf] = buffer
+        model.get_submodule(owner).register_buffer(leaf, buffer, persistent=name in saved)
     return model
 
 
