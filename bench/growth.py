@@ -76,6 +76,11 @@ PRESETS = {
     "gpt2": dict(family="gpt2", source="gpt2-2L-128H-8k.json", target="gpt2-4L-256H-8k.json",
                  args="gpt2_wiki.txt", tokenizer=None, steps=1200, small_steps=1000, lr=2e-3,
                  warmup=40, grown_lr=2e-3, grown_warmup=40, eval_steps=40, batch=32, block=128),
+    # LLaMA-style (grouped-query attention 4/2 -> 8/4 heads, SwiGLU), GPT-2's recipe: its
+    # learning rate is gpt2's sweep winner, not yet swept for this family
+    "llama": dict(family="llama", source="llama-2L-128H-8k.json", target="llama-4L-256H-8k.json",
+                  args="llama_wiki.txt", tokenizer=None, steps=1200, small_steps=1000, lr=2e-3,
+                  warmup=40, grown_lr=2e-3, grown_warmup=40, eval_steps=40, batch=32, block=128),
     # the LiGO paper's BERT-Small -> BERT-Base (6L-512H -> 12L-768H), BERT's batch 256 and
     # LR 1e-4, the official LiGO after-growth recipe (2e-4, no warmup), for a GPU:
     # `--preset bert-paper --estimate` prints its FLOPs and the time they take
@@ -252,9 +257,13 @@ def _layers(config_path: str) -> int:
 
 
 def _is_double(source: str, target: str) -> bool:
-    s, t = _config(source), _config(target)
-    hidden = lambda c: c.get("hidden_size") or c["n_embd"]  # noqa: E731
-    return hidden(t) == 2 * hidden(s)
+    """Every width exactly doubles (staged training's `double`); net2net otherwise."""
+    from ligo.models import ffn_size, load_config
+
+    s, t = load_config(source), load_config(target)
+    sizes = lambda c: (c.hidden_size, ffn_size(c), c.num_attention_heads,  # noqa: E731
+                       getattr(c, "num_key_value_heads", None) or c.num_attention_heads)
+    return all(b == 2 * a for a, b in zip(sizes(s), sizes(t), strict=True))
 
 
 def movie_review_score(model_dir: Path, args, seed: int) -> float:
@@ -426,7 +435,10 @@ def markdown(results: dict) -> str:
                  f"per target run (source: {setup['small_steps']}), batch {setup['batch_size']} × "
                  f"{setup['block_size']}, bf16 {setup['bf16']}, scratch LR {setup['learning_rate']} "
                  f"(warmup {setup['warmup_steps']}), after-growth LR {setup['grown_learning_rate']} "
-                 f"(warmup {setup['grown_warmup_steps']}), LiGO {setup['ligo_steps']} operator steps; "
+                 f"(warmup {setup['grown_warmup_steps']}"
+                 + (f", schedule over {setup['grown_steps']} steps"
+                    if setup.get("grown_steps", setup["steps"]) != setup["steps"] else "")
+                 + f"), LiGO {setup['ligo_steps']} operator steps; "
                  f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores. "
                  + ("Runs other than scratch and small end at their first eval at or below the "
                     "goal (--stop_at_goal), so their last eval loss is that crossing. "
@@ -692,7 +704,9 @@ def main(argv: list[str] | None = None) -> dict:
             values = json.loads((REPO / "configs" / f"{family}-tiny.json").read_text())
             wide = {"bert": dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=4,
                                  intermediate_size=512),
-                    "gpt2": dict(n_layer=4, n_embd=128, n_head=4, n_inner=512)}[family]
+                    "gpt2": dict(n_layer=4, n_embd=128, n_head=4, n_inner=512),
+                    "llama": dict(num_hidden_layers=4, hidden_size=128, num_attention_heads=8,
+                                  num_key_value_heads=4, head_dim=16, intermediate_size=352)}[family]
             args.target = str(work / "quick_target.json")
             Path(args.target).write_text(json.dumps({**values, **wide}))
         args.steps, args.small_steps, args.ligo_steps = 24, 24, 4

@@ -1,6 +1,6 @@
 """Model families described once, as data.
 
-Everything the rest of the package needs to know about BERT, RoBERTa and GPT-2 lives in
+Everything the rest of the package needs to know about BERT, RoBERTa, GPT-2 and LLaMA lives in
 one `Family` record each: which `transformers` class to build, which objective trains it,
 where its LM head sits, how many positions a block may use, which special tokens its
 tokenizer must have, and where each *role* of the model sits in its state dict (the key
@@ -9,7 +9,9 @@ map that growth operators work through: they speak roles, never family-specific 
 Roles are canonical: every matrix is (out, in) like `nn.Linear`; GPT-2's Conv1D weights are
 stored transposed and its `c_attn` fuses q, k and v, which the key map records as
 `Param(..., transpose=True, part=(0, 3))`. `ROLE_AXES` names the kind of each axis of each
-role (hidden, attention, ffn, vocab, ...), which is what a width operator needs to know.
+role (hidden, attention, kv_attention, ffn, vocab, ...), which is what a width operator needs
+to know: "attention" is the query heads x head size, "kv_attention" the key/value heads x head
+size (the same heads in multi-head attention; fewer under LLaMA's grouped-query attention).
 Adding a family means adding one record (and its tests).
 """
 from __future__ import annotations
@@ -48,15 +50,19 @@ ROLE_AXES: dict[str, tuple[str, ...]] = {
     "final_ln.weight": ("hidden",), "final_ln.bias": ("hidden",),
     "head.dense.weight": ("hidden", "hidden"), "head.dense.bias": ("hidden",),
     "head.ln.weight": ("hidden",), "head.ln.bias": ("hidden",), "head.bias": ("vocab",),
-    **{f"{p}.weight": ("attention", "hidden") for p in ("q", "k", "v")},
-    **{f"{p}.bias": ("attention",) for p in ("q", "k", "v")},
+    "head.weight": ("vocab", "hidden"),  # an untied decoder (LLaMA's lm_head)
+    "q.weight": ("attention", "hidden"), "q.bias": ("attention",),
+    **{f"{p}.weight": ("kv_attention", "hidden") for p in ("k", "v")},
+    **{f"{p}.bias": ("kv_attention",) for p in ("k", "v")},
     "attn_out.weight": ("hidden", "attention"), "attn_out.bias": ("hidden",),
     "ffn_in.weight": ("ffn", "hidden"), "ffn_in.bias": ("ffn",),
+    "ffn_gate.weight": ("ffn", "hidden"), "ffn_gate.bias": ("ffn",),  # SwiGLU's gate (LLaMA)
     "ffn_out.weight": ("hidden", "ffn"), "ffn_out.bias": ("hidden",),
     "ln_attn.weight": ("hidden",), "ln_attn.bias": ("hidden",),
     "ln_ffn.weight": ("hidden",), "ln_ffn.bias": ("hidden",),
 }
 LAYER_ROLES = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out", "ln_attn", "ln_ffn")
+LLAMA_LAYER_ROLES = ("q", "k", "v", "attn_out", "ffn_gate", "ffn_in", "ffn_out", "ln_attn", "ln_ffn")
 
 
 def _encoder_keys(prefix: str, head: dict[str, str]) -> dict[str, Param]:
@@ -97,6 +103,23 @@ def _gpt2_keys() -> dict[str, Param]:
     return keys
 
 
+def _llama_keys() -> dict[str, Param]:
+    """LlamaForCausalLM (and Mistral's identical layout): no biases, RMSNorm weights only,
+    SwiGLU (gate, up, down), rotary positions (no position embedding), an untied lm_head."""
+    layer = "model.layers.{i}"
+    keys = {"embed.word": "model.embed_tokens.weight", "final_ln.weight": "model.norm.weight",
+            "head.weight": "lm_head.weight",
+            "q.weight": f"{layer}.self_attn.q_proj.weight", "k.weight": f"{layer}.self_attn.k_proj.weight",
+            "v.weight": f"{layer}.self_attn.v_proj.weight",
+            "attn_out.weight": f"{layer}.self_attn.o_proj.weight",
+            "ffn_gate.weight": f"{layer}.mlp.gate_proj.weight",
+            "ffn_in.weight": f"{layer}.mlp.up_proj.weight",
+            "ffn_out.weight": f"{layer}.mlp.down_proj.weight",
+            "ln_attn.weight": f"{layer}.input_layernorm.weight",
+            "ln_ffn.weight": f"{layer}.post_attention_layernorm.weight"}
+    return {role: Param(key) for role, key in keys.items()}
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -119,6 +142,14 @@ class Family:
     # sizes the layer's forward reads that become per-rank sizes (GPT-2 splits its fused
     # projection by `split_size`; BERT's reshapes infer the local head count)
     tp_divide: tuple[str, ...] = ()
+    # the modules of a layer (roles without .weight/.bias), in the order LiGO stores them
+    layer_roles: tuple[str, ...] = LAYER_ROLES
+    biases: bool = True  # every layer module has a bias (LLaMA: none)
+
+    def layer_params(self) -> tuple[str, ...]:
+        """Every role of a layer: module.weight (and module.bias), module by module."""
+        kinds = ("weight", "bias") if self.biases else ("weight",)
+        return tuple(f"{module}.{kind}" for module in self.layer_roles for kind in kinds)
 
     def build_class(self):
         return getattr(transformers, self.model_class)
@@ -166,6 +197,18 @@ FAMILIES: dict[str, Family] = {
                    tp_plan={"attn.c_attn": "colwise", "attn.c_proj": "rowwise",
                             "mlp.c_fc": "colwise", "mlp.c_proj": "rowwise"},
                    tp_fused={"attn.c_attn": 3}, tp_divide=("attn.split_size",)),
+    # LLaMA-style decoders (RMSNorm, SwiGLU, RoPE, grouped-query attention), with GPT-2's
+    # byte-level BPE special token; tie_word_embeddings must stay False (LLaMA's default)
+    "llama": Family("llama", "LlamaForCausalLM", "clm", "lm_head", GPT2_SPECIALS,
+                    keys=_llama_keys(), tied={}, pre_layernorm=True, head_transform=False,
+                    prepend_bos=False, layers_path="model.layers",
+                    layer_roles=LLAMA_LAYER_ROLES, biases=False,
+                    # q, k, v, gate and up by output columns (whole query and key/value heads:
+                    # each rank keeps the grouping), o and down by input rows
+                    tp_plan={"self_attn.q_proj": "colwise", "self_attn.k_proj": "colwise",
+                             "self_attn.v_proj": "colwise", "self_attn.o_proj": "rowwise",
+                             "mlp.gate_proj": "colwise", "mlp.up_proj": "colwise",
+                             "mlp.down_proj": "rowwise"}),
 }
 
 

@@ -44,6 +44,8 @@ def doubled(config, what: str) -> dict:
         changes.update(hidden_size=2 * config.hidden_size,
                        num_attention_heads=2 * config.num_attention_heads,
                        **{ffn_key: 2 * ffn_size(config)})
+        if getattr(config, "num_key_value_heads", None):  # grouped-query attention: same groups
+            changes["num_key_value_heads"] = 2 * config.num_key_value_heads
     return changes
 
 
@@ -67,14 +69,13 @@ def staged_event(step: int, what: str, config, args, max_steps: int,
 
 def non_embedding_parameters(config) -> int:
     """N of the scaling laws: every parameter of the transformer layers."""
-    from ligo.families import LAYER_ROLES, family_of
+    from ligo.families import family_of
     from ligo.roles import expected_shapes, to_roles
 
     shapes = {k: torch.empty(s, device="meta") for k, s in
               expected_shapes(config, family_of(config)).items()}
     layers = to_roles(shapes, family_of(config)).layers
-    return sum(layer[f"{m}.{k}"].numel() for layer in layers for m in LAYER_ROLES
-               for k in ("weight", "bias"))
+    return sum(tensor.numel() for layer in layers for tensor in layer.values())
 
 
 def final_config(config, events: list[GrowthEvent], auto_growth: list[str] | None = None):

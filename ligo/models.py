@@ -48,6 +48,14 @@ def config_from_dict(values: dict, source: str | Path = "the config"):
     if config.hidden_size % config.num_attention_heads:
         raise ValueError(f"{source}: hidden size {config.hidden_size} is not divisible by "
                          f"{config.num_attention_heads} attention heads")
+    kv_heads = getattr(config, "num_key_value_heads", None)
+    if kv_heads is not None and (kv_heads < 1 or config.num_attention_heads % kv_heads):
+        raise ValueError(f"{source}: {config.num_attention_heads} attention heads cannot be "
+                         f"grouped over {kv_heads} key/value heads (num_key_value_heads must "
+                         "divide num_attention_heads)")
+    if family_of(config).name == "llama" and config.tie_word_embeddings:
+        raise ValueError(f"{source}: tie_word_embeddings true is not supported for llama yet "
+                         "(growth treats lm_head as a matrix of its own); set it false")
     return config
 
 
@@ -63,13 +71,13 @@ def model_from_state(config, state: dict):
 
 
 def ffn_size(config) -> int:
-    """Inner FFN width: BERT/RoBERTa's intermediate_size, GPT-2's n_inner (None means 4H)."""
+    """Inner FFN width: BERT/RoBERTa/LLaMA's intermediate_size, GPT-2's n_inner (None: 4H)."""
     return getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) \
         or 4 * config.hidden_size
 
 
 SHAPE_FIELDS = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads",
-                "vocab_size", "max_position_embeddings", "type_vocab_size")
+                "num_key_value_heads", "vocab_size", "max_position_embeddings", "type_vocab_size")
 
 
 def shape_signature(config) -> dict:

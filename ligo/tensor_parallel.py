@@ -31,6 +31,10 @@ def apply_tensor_parallel(model: torch.nn.Module, family: Family, mesh) -> torch
     if model.config.num_attention_heads % size:
         raise ValueError(f"{model.config.num_attention_heads} attention heads do not divide over "
                          f"{size} tensor-parallel ranks")
+    kv_heads = getattr(model.config, "num_key_value_heads", None)
+    if kv_heads is not None and kv_heads % size:
+        raise ValueError(f"{kv_heads} key/value heads do not divide over {size} tensor-parallel "
+                         "ranks (each rank keeps whole query groups)")
     styles = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
     for layer in layers_of(model, family):
         plan = {}

@@ -13,7 +13,7 @@ SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"
 BERT_VOCAB = SHARED / "vocab" / "bert-base-uncased-vocab.txt"
 GPT2_BPE = SHARED / "vocab" / "gpt2"
 WIKI = SHARED / "corpus" / "wiki.txt"
-TOKENIZERS = {"bert": BERT_VOCAB, "roberta": GPT2_BPE, "gpt2": GPT2_BPE}
+TOKENIZERS = {"bert": BERT_VOCAB, "roberta": GPT2_BPE, "gpt2": GPT2_BPE, "llama": GPT2_BPE}
 
 
 def pytest_collection_modifyitems(config, items):

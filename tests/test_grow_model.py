@@ -72,6 +72,28 @@ def test_growth_then_training_beats_training_from_scratch(scheme, target, tmp_pa
     assert run["grown_from"]["depth"] == "stack"
 
 
+@pytest.mark.slow
+def test_a_grown_llama_trains_better_than_the_same_model_from_scratch(tmp_path, small_corpus,
+                                                                    cache_dir):
+    """llama-tiny (4 query / 2 key-value heads) pretrained briefly, grown to 4 layers and
+    twice the width (8 / 4 heads) by stacking and doubling, then trained as long as the same
+    model from scratch: it ends lower."""
+    steps = ["--eval_steps", "1000", "--learning_rate", "2e-3", "--warmup_steps", "10",
+             "--documents", "line"]
+    source = tmp_path / "source"
+    pretrain_main(run_argv(source, "llama", small_corpus, cache_dir, "--max_steps", "150", *steps))
+    config = write_config(tmp_path, "llama", num_hidden_layers=4, hidden_size=128,
+                          num_attention_heads=8, num_key_value_heads=4, intermediate_size=352,
+                          head_dim=16)
+    scratch = pretrain_main(run_argv(tmp_path / "scratch", "llama", small_corpus, cache_dir,
+                                     "--max_steps", "50", *steps, config=config))
+    grown = pretrain_main(run_argv(tmp_path / "grown", "llama", small_corpus, cache_dir,
+                                   "--max_steps", "50", *steps, "--source_model_path", str(source),
+                                   "--grow_scheme", "stack", "--width_scheme", "double",
+                                   config=config))
+    assert grown["eval_loss"] < scratch["eval_loss"] - 0.2, (grown["eval_loss"], scratch["eval_loss"])
+
+
 def test_resetting_the_optimizer_is_an_option(tmp_path, small_run, small_corpus, cache_dir, caplog):
     config = write_config(tmp_path, "bert", num_hidden_layers=4)
     for flag, expected in ((["--reset_optimizer"], "starts from zero"),

@@ -15,7 +15,8 @@ TOLERANCE = dict(rtol=0, atol=2e-6)
 
 
 NO_DROPOUT = {"bert": dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
-              "gpt2": dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)}
+              "gpt2": dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0),
+              "llama": dict(attention_dropout=0.0)}
 
 
 def argv_for(tmp_path, out, small_corpus, cache_dir, per_device, accumulation, *extra, family="bert"):
@@ -104,9 +105,10 @@ def test_growth_schedule_sharded_equals_one_process(schedule, sharding, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family,sharded", [("bert", 24), ("roberta", 24), ("gpt2", 16)])
+@pytest.mark.parametrize("family,sharded", [("bert", 24), ("roberta", 24), ("gpt2", 16), ("llama", 14)])
 def test_tensor_parallel_layers_give_the_unsharded_logits_and_gradients(family, sharded):
-    """Linear layers (BERT, RoBERTa) and GPT-2's Conv1D layers with the fused q|k|v."""
+    """Linear layers (BERT, RoBERTa, LLaMA with 4 query / 2 key-value heads: one group per
+    rank) and GPT-2's Conv1D layers with the fused q|k|v."""
     done = torchrun([str(CONFIGS / f"{family}-tiny.json")], script="tests/tensor_parallel_check.py")
     assert f"TP_OK {sharded}" in done.stdout
 
@@ -149,11 +151,12 @@ def test_tensor_parallel_training_equals_one_process_and_resumes_on_one(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["bert", "gpt2"])
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
 def test_fsdp_and_tensor_parallel_on_a_2d_mesh_equal_one_process(family, tmp_path, small_corpus,
                                                                  cache_dir):
     """4 processes: 2 data-parallel groups (FSDP) of 2 tensor-parallel ranks each; gradient
-    clipping spans parameters on the 2-D and the 1-D mesh. GPT-2's fused q|k|v included."""
+    clipping spans parameters on the 2-D and the 1-D mesh. GPT-2's fused q|k|v included, and
+    LLaMA's grouped-query attention (one key/value head and its 2 query heads per rank)."""
     single = main(argv_for(tmp_path, "single", small_corpus, cache_dir, 8, 1, "--max_grad_norm",
                            "0.05", family=family))
     torchrun(argv_for(tmp_path, "2d", small_corpus, cache_dir, 4, 1, "--max_grad_norm", "0.05",

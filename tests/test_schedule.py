@@ -343,3 +343,19 @@ def test_on_a_real_curve_the_slope_rule_grows_only_after_the_loss_has_bent(small
     guarded = first_growth(SlopeRule(["depth"], min_points=3))
     assert unguarded is not None and unguarded < bent, (unguarded, bent)
     assert guarded is None or guarded > bent, (guarded, bent)
+
+
+@pytest.mark.slow
+def test_staged_training_doubles_a_grouped_query_llama_and_saves_an_hf_model(tmp_path, small_corpus,
+                                                                            cache_dir):
+    """llama-tiny (4 query / 2 key-value heads) doubled in width (8 / 4 heads, moments mapped)
+    and then in depth inside one run."""
+    results = main(run_argv(tmp_path / "staged", "llama", small_corpus, cache_dir, "--max_steps", "6",
+                            "--double_at", "2:width,4:depth", "--learning_rate", "1e-3",
+                            "--eval_steps", "100", "--logging_steps", "1"))
+    assert [(e["step"], e["kind"]) for e in results["growth_events"]] == [(2, "width"), (4, "depth")]
+    from transformers import AutoModelForCausalLM
+
+    grown = AutoModelForCausalLM.from_pretrained(tmp_path / "staged")
+    assert (grown.config.hidden_size, grown.config.num_hidden_layers) == (128, 4)
+    assert (grown.config.num_attention_heads, grown.config.num_key_value_heads) == (8, 4)

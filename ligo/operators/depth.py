@@ -78,7 +78,8 @@ def identity(layers: list[Layer], num_layers: int, positions: list[int] | None =
     result = insert(layers, num_layers, positions, init="copy")
     for j in _new_positions(len(layers), num_layers, positions):
         for role in ("attn_out.weight", "attn_out.bias", "ffn_out.weight", "ffn_out.bias"):
-            result[j][role].zero_()
+            if role in result[j]:  # LLaMA has no biases
+                result[j][role].zero_()
     return result
 
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ligo.families import LAYER_ROLES, ROLE_AXES, Family, family_of
+from ligo.families import ROLE_AXES, Family, family_of
 from ligo.fileio import atomic_write, atomic_write_text, sha256_file
 from ligo.models import (
     check_finite,
@@ -53,9 +53,8 @@ log = logging.getLogger(__name__)
 DEPTH_INITS = ("rand", "rand_softmax", "stackbert", "stackbert_noisy", "interlace", "interlace_noisy")
 WIDTH_INITS = ("rand", "rand_softmax", "sel", "sel_noisy")
 WIDTH_FORMS = ("structured", "full")
-EXPANDED_KINDS = ("hidden", "attention", "ffn")
+EXPANDED_KINDS = ("hidden", "attention", "kv_attention", "ffn")
 OPERATOR_FILE, DESCRIPTION_FILE = "ligo_operator.pt", "ligo_operator.json"
-LAYER_PARAMS = tuple(f"{module}.{kind}" for module in LAYER_ROLES for kind in ("weight", "bias"))
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,11 @@ class LiGOOptions:
 
 
 def _size(config, kind: str) -> int:
+    head_size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     return {"hidden": config.hidden_size, "ffn": ffn_size(config),
-            "attention": config.hidden_size}[kind]
+            "attention": config.num_attention_heads * head_size,
+            "kv_attention": kv_heads * head_size}[kind]
 
 
 def check_ligo_growth(small_config, large_config, options: LiGOOptions) -> None:
@@ -117,8 +119,12 @@ def check_ligo_growth(small_config, large_config, options: LiGOOptions) -> None:
                              f"{_size(small_config, kind)} -> {_size(large_config, kind)}")
 
 
-def _expansion_name(role: str, axis: int, layer: int | None, tie: bool) -> str:
-    """Which expansion acts on `axis` of `role` (in `layer`, None for model-wide roles)."""
+def _expansion_name(role: str, axis: int, layer: int | None, tie: bool,
+                    grouped: bool = False) -> str:
+    """Which expansion acts on `axis` of `role` (in `layer`, None for model-wide roles).
+    Tied: one hidden expansion, one FFN expansion per layer (SwiGLU's gate too), one per
+    Q, K and V, attention-out's input tied to V's output, except under grouped-query
+    attention (`grouped`), where V has fewer units than attention-out reads: then its own."""
     kind = ROLE_AXES[role][axis]
     module = role.rsplit(".", 1)[0] if role.endswith((".weight", ".bias")) else role
     scope = "model" if layer is None else f"l{layer}"
@@ -129,7 +135,9 @@ def _expansion_name(role: str, axis: int, layer: int | None, tie: bool) -> str:
         return "hidden"
     if kind == "ffn":
         return f"{scope}_ffn"
-    return f"{scope}_{'v' if module == 'attn_out' else module}"  # attention: Q, K or V's
+    if module == "attn_out":
+        return f"{scope}_{'attn_out' if grouped else 'v'}"
+    return f"{scope}_{module}"  # attention: Q, K or V's
 
 
 def _normalised(values: torch.Tensor, scheme: str) -> torch.Tensor:
@@ -213,28 +221,31 @@ class LiGO(nn.Module):
         dtype = roles.layers[0]["q.weight"].dtype
         self.source_layers, self.target_layers = small_config.num_hidden_layers, large_config.num_hidden_layers
         self.model_roles = list(roles.model)
+        self.layer_params = self.family.layer_params()
+        self.kinds = ("weight", "bias") if self.family.biases else ("weight",)
+        self.grouped = _size(large_config, "attention") != _size(large_config, "kv_attention")
         generator = torch.Generator().manual_seed(options.seed)
 
         small = {**{f"model.{r}": t.detach().clone() for r, t in roles.model.items()},
                  **{f"layers.{r}": torch.stack([layer[r] for layer in roles.layers]).detach()
-                    for r in LAYER_PARAMS}}
+                    for r in self.layer_params}}
         self.small = _Holder(small, options.tune_small_model)
 
         # depth: (weight|bias, module, target layer, source layer)
         depth = torch.stack([torch.stack([depth_init(options.depth_init, self.target_layers,
                                                      self.source_layers, options.init_noise, generator)
-                                          for _ in LAYER_ROLES]) for _ in ("weight", "bias")])
+                                          for _ in self.family.layer_roles]) for _ in self.kinds])
         self.depth = _Holder({"coefficients": depth.to(dtype)}, options.tune_depth)
 
         # width: one (new rows or full) matrix per expansion name
         expansions = {}
         for scope, role_names in [(None, self.model_roles)] + [
-                (l, LAYER_PARAMS) for l in range(self.target_layers)]:
+                (l, self.layer_params) for l in range(self.target_layers)]:
             for role in role_names:
                 for axis, kind in enumerate(ROLE_AXES[role]):
                     old, new = (_size(small_config, kind), _size(large_config, kind)) \
                         if kind in EXPANDED_KINDS else (0, 0)
-                    name = _expansion_name(role, axis, scope, options.tie)
+                    name = _expansion_name(role, axis, scope, options.tie, self.grouped)
                     if new == old or name in expansions:
                         continue
                     rows = width_init(options.width_init, new - old, old, options.init_noise, generator)
@@ -270,7 +281,7 @@ class LiGO(nn.Module):
         for axis, kind in enumerate(ROLE_AXES[role]):
             if kind not in EXPANDED_KINDS:  # vocabulary, positions, token types
                 continue
-            name = _expansion_name(role, axis, layer, self.options.tie)
+            name = _expansion_name(role, axis, layer, self.options.tie, self.grouped)
             if self.width.has(name):
                 tensor = _apply(tensor, axis, self.width.get(name), structured)
         return tensor
@@ -280,8 +291,8 @@ class LiGO(nn.Module):
                  for role in self.model_roles}
         coefficients = self.depth.get("coefficients")
         layers = [{} for _ in range(self.target_layers)]
-        for m, module in enumerate(LAYER_ROLES):
-            for k, kind in enumerate(("weight", "bias")):
+        for m, module in enumerate(self.family.layer_roles):
+            for k, kind in enumerate(self.kinds):
                 role = f"{module}.{kind}"
                 source = self.small.get(f"layers.{role}")  # (L1, ...)
                 mixed = torch.tensordot(coefficients[k, m], source, dims=1)  # (L2, ...)

@@ -6,11 +6,15 @@ map to themselves); c[k] counts the copies of source unit k. A role is expanded 
 gathering every axis through its map; where an axis is an *input* of a matrix, the columns
 are divided by the count (Net2Net's rescale), so duplicated units sum back to the original
 contribution. Attention grows by whole heads (head size must not change), so every new head
-computes exactly the attention of the head it copies.
+computes exactly the attention of the head it copies. Under grouped-query attention (LLaMA)
+the key/value heads are mapped first and every query head copies a head of the group its
+new key/value head copies, so each query head still reads the key/value head it read in the
+source; the group size must stay the same.
 
 The residual stream feeds the tied output embedding through the last LayerNorm (BERT's head
 LayerNorm, GPT-2's ln_f): that LayerNorm is divided by the counts too, since the decoder
-matrix is the (undivided) input embedding.
+matrix is the (undivided) input embedding. An untied decoder (LLaMA's lm_head, role
+`head.weight`) is a matrix like any other: its hidden input is divided instead.
 
     net2net        random maps on every axis (Chen et al. 2016), optional noise on the copies
     bert2bert_fpi  function-preserving init (Chen et al. 2022): hidden units copied round-robin,
@@ -24,10 +28,11 @@ matrix is the (undivided) input embedding.
                    outgoing weights; new hidden dims start at zero
     random         the source block kept, every new parameter from the target's initialiser
 
-Exactness: LayerNorm normalises over the hidden units, so duplicating hidden units preserves
-its statistics only when every unit has the same number of copies (H2 a multiple of H1 with
-round-robin copies): `double` always, `bert2bert_fpi` when H2 % H1 == 0, `zero` when the
-hidden size does not change. FFN and head growth are exact for net2net, fpi, double and zero.
+Exactness: LayerNorm (and RMSNorm) normalises over the hidden units, so duplicating hidden
+units preserves its statistics only when every unit has the same number of copies (H2 a
+multiple of H1 with round-robin copies): `double` always, `bert2bert_fpi` when H2 % H1 == 0,
+`zero` when the hidden size does not change. FFN (SwiGLU's gate and up rows copied together)
+and head growth are exact for net2net, fpi, double and zero.
 """
 from __future__ import annotations
 
@@ -42,13 +47,19 @@ FEEDS_TIED_DECODER = {"head.ln.weight", "head.ln.bias", "final_ln.weight", "fina
 
 
 def _head_size(config) -> int:
-    return config.hidden_size // config.num_attention_heads
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def _kv_heads(config) -> int:
+    """Key/value heads: fewer than the query heads under grouped-query attention (LLaMA)."""
+    return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
 
 
 def check_width_growth(small_config, large_config, width: str | None) -> str | None:
     same = (small_config.hidden_size == large_config.hidden_size
             and ffn_size(small_config) == ffn_size(large_config)
-            and small_config.num_attention_heads == large_config.num_attention_heads)
+            and small_config.num_attention_heads == large_config.num_attention_heads
+            and _kv_heads(small_config) == _kv_heads(large_config))
     if same:
         return None  # nothing to grow in width, whatever scheme was named
     if width is None:
@@ -66,6 +77,14 @@ def check_width_growth(small_config, large_config, width: str | None) -> str | N
     if _head_size(small_config) != _head_size(large_config):
         raise ValueError(f"width growth adds whole heads, so the head size must stay the same: "
                          f"source {_head_size(small_config)}, target {_head_size(large_config)}")
+    groups = [c.num_attention_heads // _kv_heads(c) for c in (small_config, large_config)]
+    if groups[0] != groups[1] or large_config.num_attention_heads % _kv_heads(large_config):
+        raise ValueError(f"grouped-query attention: every query head must keep reading the "
+                         f"key/value head of its group, so the group size must stay the same: "
+                         f"source {small_config.num_attention_heads} query / "
+                         f"{_kv_heads(small_config)} key-value heads, target "
+                         f"{large_config.num_attention_heads} / {_kv_heads(large_config)}; grow "
+                         "both head counts by the same factor")
     return width
 
 
@@ -81,35 +100,44 @@ def _index_map(old: int, new: int, how: str, generator: torch.Generator) -> torc
 
 def build_maps(small_config, large_config, choice: dict[str, str], generator) -> dict[str, torch.Tensor]:
     """Index maps per axis kind; `choice` says round_robin or random for hidden/ffn/heads."""
-    heads = _index_map(small_config.num_attention_heads, large_config.num_attention_heads,
-                       choice["heads"], generator)
+    kv_heads = _index_map(_kv_heads(small_config), _kv_heads(large_config), choice["heads"],
+                          generator)
+    # query head h sits in group h // g; it copies the same member of the group its new
+    # key/value head copies (g = 1 without grouped-query attention: the same map)
+    group = small_config.num_attention_heads // _kv_heads(small_config)
+    target = torch.arange(large_config.num_attention_heads)
+    heads = kv_heads[target // group] * group + target % group
     size = _head_size(small_config)
+
+    def units(head_map):
+        return (head_map[:, None] * size + torch.arange(size)).flatten()
+
     return {"hidden": _index_map(small_config.hidden_size, large_config.hidden_size,
                                  choice["hidden"], generator),
             "ffn": _index_map(ffn_size(small_config), ffn_size(large_config), choice["ffn"], generator),
-            "attention": (heads[:, None] * size + torch.arange(size)).flatten()}
+            "attention": units(heads), "kv_attention": units(kv_heads)}
 
 
-def _input_axis(role: str, tensor: torch.Tensor) -> int | None:
+def _input_axis(role: str, tensor: torch.Tensor, tied_decoder: bool = True) -> int | None:
     """Which axis is divided by the copy counts: matrix inputs, and the decoder-feeding LN."""
-    if role in FEEDS_TIED_DECODER:
+    if role in FEEDS_TIED_DECODER and tied_decoder:
         return 0
     if tensor.ndim == 2 and not role.startswith("embed."):
         return 1
     return None
 
 
-def _output_axis(role: str, tensor: torch.Tensor) -> int | None:
+def _output_axis(role: str, tensor: torch.Tensor, tied_decoder: bool = True) -> int | None:
     """The axis whose copies share one gradient: consumers of a duplicated unit divide by
     its count, so the gradient of every entry writing to it is divided by that count."""
-    if role in FEEDS_TIED_DECODER:
+    if role in FEEDS_TIED_DECODER and tied_decoder:
         return None  # its gradient is that of the source entry (the decoder is undivided)
     return 1 if role.startswith("embed.") and tensor.ndim == 2 else 0  # lookups: (index, hidden)
 
 
 def expand(role: str, tensor: torch.Tensor, maps: dict[str, torch.Tensor],
            counts: dict[str, torch.Tensor], moment_power: int = 0,
-           block_diagonal: bool = False) -> torch.Tensor:
+           block_diagonal: bool = False, tied_decoder: bool = True) -> torch.Tensor:
     """Gather every mapped axis, then rescale.
 
     Values (moment_power 0): the input axis is divided by the copy counts. Adam moments
@@ -122,19 +150,25 @@ def expand(role: str, tensor: torch.Tensor, maps: dict[str, torch.Tensor],
 
     block_diagonal (values only, round-robin maps): copy k of an output unit reads only copy
     k of the inputs — staged training's [[W, 0], [0, W]] — so nothing needs dividing except
-    the LayerNorm feeding the tied decoder.
+    the LayerNorm feeding a tied decoder, or an untied decoder's hidden input.
+
+    tied_decoder: whether the output embedding is the input embedding (BERT, RoBERTa, GPT-2)
+    or a matrix of its own (LLaMA's lm_head).
     """
     axes = ROLE_AXES[role]
     for axis, kind in enumerate(axes):
         if kind in maps:
             tensor = tensor.index_select(axis, maps[kind])
-    if block_diagonal and not moment_power and role not in FEEDS_TIED_DECODER:
+    decoder_input = role == "head.weight"  # an untied decoder reads the duplicated hidden units
+    feeds_decoder = role in FEEDS_TIED_DECODER and tied_decoder
+    if block_diagonal and not moment_power and not feeds_decoder and not decoder_input:
         if tensor.ndim == 2 and all(kind in maps for kind in axes):
             copy_out = torch.arange(tensor.shape[0]) // len(counts[axes[0]])
             copy_in = torch.arange(tensor.shape[1]) // len(counts[axes[1]])
             tensor = tensor * (copy_out[:, None] == copy_in[None, :]).to(tensor.dtype)
         return tensor
-    axis = _output_axis(role, tensor) if moment_power else _input_axis(role, tensor)
+    axis = (_output_axis(role, tensor, tied_decoder) if moment_power
+            else _input_axis(role, tensor, tied_decoder))
     if axis is not None and axes[axis] in maps:
         kind = axes[axis]
         scale = counts[kind][maps[kind]].to(tensor.dtype) ** max(moment_power, 1)
@@ -150,7 +184,9 @@ def _counts(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _expand_roles(roles: Roles, maps, moment_power: int = 0, block_diagonal: bool = False) -> Roles:
     counts = _counts(maps)
-    return roles.map(lambda role, t: expand(role, t, maps, counts, moment_power, block_diagonal))
+    tied = "head.weight" not in roles.model
+    return roles.map(lambda role, t: expand(role, t, maps, counts, moment_power, block_diagonal,
+                                            tied_decoder=tied))
 
 
 def _new_mask(shape, source_shape, axes_only: int | None = None) -> torch.Tensor:
@@ -215,7 +251,8 @@ def double(roles: Roles, small_config, large_config, generator=None, moment_powe
            **_) -> Roles:
     pairs = {"hidden": (small_config.hidden_size, large_config.hidden_size),
              "ffn": (ffn_size(small_config), ffn_size(large_config)),
-             "heads": (small_config.num_attention_heads, large_config.num_attention_heads)}
+             "heads": (small_config.num_attention_heads, large_config.num_attention_heads),
+             "key/value heads": (_kv_heads(small_config), _kv_heads(large_config))}
     for name, (old, new) in pairs.items():
         if new != 2 * old:
             raise ValueError(f"`double` doubles every width, but {name} goes {old} -> {new}; "

@@ -2,10 +2,14 @@
 
 Counted as matrix multiplies (2 FLOPs per multiply-add), forward pass, per token:
 
-    per layer   Q, K, V, attention-out projections   2 * 4 * H^2
-                attention scores Q K^T               2 * T * H
-                attention-weighted values            2 * T * H
-                FFN in and out                       2 * 2 * H * F
+    per layer   Q and attention-out projections      2 * 2 * H * A
+                K and V projections                  2 * 2 * H * KV
+                attention scores Q K^T               2 * T * A
+                attention-weighted values            2 * T * A
+                FFN in and out (SwiGLU: gate too)    2 * 2 * H * F  (2 * 3 * H * F)
+
+A = query heads x head size (H for BERT, RoBERTa, GPT-2), KV = key/value heads x head size
+(A without grouped-query attention).
     LM head     optional H x H transform (BERT, RoBERTa), then H x V decoder,
                 applied to `head_fraction` of the tokens (an MLM head only runs on the
                 masked positions; a causal LM head on all of them)
@@ -17,19 +21,25 @@ what the kernels compute.
 """
 from __future__ import annotations
 
+from ligo.families import family_of
 from ligo.models import ffn_size
 
 
 def model_dims(config) -> dict[str, int]:
+    head_size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     return {"layers": config.num_hidden_layers, "hidden": config.hidden_size,
-            "ffn": ffn_size(config), "vocab": config.vocab_size}
+            "ffn": ffn_size(config), "vocab": config.vocab_size,
+            "attention": config.num_attention_heads * head_size, "kv": kv_heads * head_size,
+            "ffn_matrices": 3 if "ffn_gate.weight" in family_of(config).keys else 2}
 
 
 def forward_flops_per_token(config, seq_len: int, head_fraction: float = 1.0,
                             head_transform: bool = False) -> float:
     d = model_dims(config)
-    h, f = d["hidden"], d["ffn"]
-    per_layer = 2 * 4 * h * h + 2 * 2 * seq_len * h + 2 * 2 * h * f
+    h, f, a, kv = d["hidden"], d["ffn"], d["attention"], d["kv"]
+    per_layer = (2 * 2 * h * a + 2 * 2 * h * kv + 2 * 2 * seq_len * a
+                 + 2 * d["ffn_matrices"] * h * f)
     head = 2 * h * d["vocab"] + (2 * h * h if head_transform else 0)
     return d["layers"] * per_layer + head_fraction * head
 

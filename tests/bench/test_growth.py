@@ -103,6 +103,17 @@ def test_merge_averages_the_savings_of_two_seeds(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="different setup"):
         growth.merge([files[0], tmp_path / "other.json"])
+    # a file written before --grown_steps existed merges with one whose grown runs used --steps
+    shortened = seed_results(4, 5.0, 80)
+    shortened["setup"]["grown_steps"] = 2
+    (tmp_path / "shortened.json").write_text(json.dumps(shortened))
+    assert "schedule over" not in growth.markdown(growth.merge([files[0], tmp_path / "shortened.json"]))
+    shortened["setup"]["grown_steps"] = 1
+    (tmp_path / "shortened.json").write_text(json.dumps(shortened))
+    with pytest.raises(SystemExit, match="different setup .*grown_steps"):
+        growth.merge([files[0], tmp_path / "shortened.json"])
+    alone = growth.merge([tmp_path / "shortened.json"])
+    assert "after-growth LR 0.001 (warmup 1, schedule over 1 steps)" in growth.markdown(alone)
 
 
 @pytest.mark.slow
@@ -131,3 +142,20 @@ def test_quick_benchmark_runs_every_method(tmp_path, shared_data):
     assert from_stack["source_eval_loss"] == operators["ligo"]["source_eval_loss"]
     assert all((tmp_path / "work" / f"growth_quick_loss_vs_{axis}.png").stat().st_size > 10_000
                for axis in ("flops", "seconds"))
+
+
+@pytest.mark.slow
+def test_quick_llama_benchmark_grows_it_with_the_core_methods_and_ligo(tmp_path, shared_data):
+    """The llama preset end to end on tiny sizes (4 query / 2 key-value heads -> 8 / 4): a
+    LiGO operator trained by run_grow_distributed.py, then materialised and pretrained."""
+    results = growth.main(["--preset", "llama", "--quick", "--methods", "core", "double",
+                           "--workdir", str(tmp_path / "work"),
+                           "--train_files", str(shared_data / "corpus" / "wiki.txt")])
+    runs = results["seeds"]["1"]["runs"]
+    assert set(runs) == {"scratch", "small", "stack", "bert2bert", "double", "ligo"}
+    assert runs["ligo"]["results"]["growth_flops"] > 0
+    run = json.loads((tmp_path / "work" / "llama-seed1" / "double" / "run.json").read_text())
+    assert run["grown_from"]["width"] == "double"  # every width doubles: staged training's operator
+    operator = json.loads((tmp_path / "work" / "llama-seed1" / "ligo_operator" / "results.json")
+                          .read_text())
+    assert operator["eval_loss"] < operator["init_eval_loss"]

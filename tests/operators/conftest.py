@@ -16,6 +16,10 @@ def tiny_config(family: str, **changes):
 
 
 def wide_config(family: str, layers: int = 2, hidden: int = 128, heads: int = 4, ffn: int = 512):
+    if family == "llama":  # llama-tiny doubled: head size 16 kept (RoPE), 8 query / 4 key-value
+        return tiny_config("llama", num_hidden_layers=layers, hidden_size=hidden,
+                           num_attention_heads=2 * heads, num_key_value_heads=heads,
+                           head_dim=hidden // (2 * heads), intermediate_size=ffn * 11 // 16)
     ffn_key = "n_inner" if family == "gpt2" else "intermediate_size"
     return tiny_config(family, num_hidden_layers=layers, hidden_size=hidden,
                        num_attention_heads=heads, **{ffn_key: ffn})

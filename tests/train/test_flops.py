@@ -27,3 +27,12 @@ def test_bert_base_is_close_to_the_6n_rule():
     non_embedding = 12 * (4 * 768 * 768 + 2 * 768 * 3072)
     flops = training_flops_per_token(config, seq_len=128, head_fraction=0.0)
     assert flops == pytest.approx(6 * non_embedding, rel=0.05)  # attention adds ~3% at T=128
+
+
+def test_llama_counts_grouped_key_value_projections_and_the_swiglu_gate():
+    config = load_config(CONFIGS / "llama-tiny.json")  # H=64, 4 q / 2 kv heads of 16, F=176
+    per_layer = (2 * 2 * 64 * 64  # q and o
+                 + 2 * 2 * 64 * 32  # k and v: 2 heads x 16
+                 + 2 * 2 * 128 * 64  # scores and values at T=128
+                 + 2 * 3 * 64 * 176)  # gate, up, down
+    assert forward_flops_per_token(config, 128) == pytest.approx(2 * per_layer + 2 * 64 * 50257)
