@@ -37,7 +37,8 @@ def parse_recipe(text: str) -> dict:
                   "schedule_steps": int(parts[2]) if len(parts) == 3 else None}
     except ValueError:
         raise SystemExit(f"error: recipe {text!r} is not LR:WARMUP[:SCHEDULE_STEPS], e.g. 1e-3:40:800") from None
-    if not (recipe["lr"] > 0 and recipe["warmup"] >= 0 and (recipe["schedule_steps"] or 1) > 0):
+    steps = recipe["schedule_steps"]
+    if not (recipe["lr"] > 0 and recipe["warmup"] >= 0 and (steps is None or steps > 0)):
         raise SystemExit(f"error: recipe {text!r}: LR must be > 0, warmup >= 0, schedule steps > 0")
     return recipe
 

@@ -268,7 +268,9 @@ def _keep_source_block(roles: Roles, fresh: Roles, new_value) -> Roles:
     for role, target in fresh.model.items():
         model[role] = _place(roles.model[role], target, role, new_value)
     layers = [{role: _place(layer[role], fresh_layer[role], role, new_value)
-               for role in layer} for layer, fresh_layer in zip(roles.layers, fresh.layers, strict=True)]
+               for role in layer}
+              # width runs at the source depth: the target's extra fresh layers are not used
+              for layer, fresh_layer in zip(roles.layers, fresh.layers, strict=False)]
     return Roles(model, layers)
 
 

@@ -25,7 +25,7 @@ def adam_step(model, optimizer, family, ids, labels):
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
-def test_mapped_moments_commute_with_an_adamw_step_for_double(family):
+def test_mapped_moments_commute_with_an_adamw_step_for_double(family, float64_rmsnorm):
     """Grow (weights + moments) then step == step then grow the moments: the mapped state is
     exactly the state the grown model would have accumulated (double is function-preserving,
     so its gradients are the source gradients divided by the output units' copy counts)."""

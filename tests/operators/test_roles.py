@@ -33,12 +33,18 @@ def test_gpt2_fused_qkv_and_conv1d_become_linear_roles():
 
 
 def test_no_operator_needs_family_keys():
-    """Every family maps the same roles (token types only where the family has them)."""
+    """The families with biases map the same layer roles (token types only where the family has
+    them); LLaMA maps its own list (SwiGLU's gate, no biases); every role has named axes."""
     for family in FAMILIES.values():
         layer_roles = {r for r, p in family.keys.items() if "{i}" in p.key}
-        assert layer_roles == {r for r in ROLE_AXES if r.split(".")[0] in
-                               ("q", "k", "v", "attn_out", "ffn_in", "ffn_out", "ln_attn", "ln_ffn")}
+        assert layer_roles == set(family.layer_params())
+        if family.biases:
+            assert layer_roles == {r for r in ROLE_AXES if r.split(".")[0] in
+                                   ("q", "k", "v", "attn_out", "ffn_in", "ffn_out", "ln_attn", "ln_ffn")}
         assert set(family.keys) <= set(ROLE_AXES)
+    assert set(FAMILIES["llama"].layer_params()) == {
+        f"{m}.weight" for m in ("q", "k", "v", "attn_out", "ffn_gate", "ffn_in", "ffn_out",
+                                "ln_attn", "ln_ffn")}
 
 
 def test_checkpoint_that_does_not_match_its_config_is_named():
