@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import growth  # noqa: E402 - bench/growth.py: presets, recipe, run_method, cost_to_reach
+from reports import command_line, write_json  # noqa: E402 - bench/reports.py
 
 GROWN_METHODS = ("stack", "interpolate", "bert2bert", "double", "zero", "ligo", "ligo_from_stack")
 DEFAULT_LIGO_STEPS = 100  # bench/growth.py's --ligo_steps; its operators are reused as they are
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ligo_steps": args.ligo_steps, "commands": [], "recipes": {}}
     if abs(report["goal_eval_loss"] - goal) > 1e-9 or report["preset"] != args.preset:
         raise SystemExit(f"error: {output} holds a sweep of another seed or preset; give another --output")
-    report["commands"].append("python bench/grown_recipe.py " + " ".join(sys.argv[1:] if argv is None else argv))
+    report["commands"].append(command_line("grown_recipe.py", argv))
     for recipe in args.recipes:
         args.grown_learning_rate, args.grown_warmup_steps = recipe["lr"], recipe["warmup"]
         args.grown_steps = recipe["schedule_steps"]
@@ -120,8 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
             growth.run_method(method, args, seed_dir, seed_dir / "small", goal, seed=args.seed,
                               out=out, operator_dir=seed_dir / operator)
             rows[label] = summarise_run(growth.read_curve(out), goal, scratch_flops)
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(json.dumps(report, indent=1) + "\n")  # after every run: partial results survive
+            write_json(report, output)  # after every run: partial results survive
     print(markdown(report))
     return report
 

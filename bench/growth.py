@@ -59,6 +59,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))  # the shared helpers of bench/throughput.py
+from reports import command_line, write_json  # noqa: E402 - bench/reports.py
+
 SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 # Each preset aims at a regime where the models learn on 2 CPU cores (scratch ends well below
@@ -594,7 +596,7 @@ def estimate(args) -> str:
 
 
 def _command(argv: list[str]) -> str:
-    return "python bench/growth.py " + " ".join(argv)
+    return command_line("growth.py", argv)
 
 
 def run_seed(args, seed: int, methods: list[str]) -> dict:
@@ -720,8 +722,7 @@ def main(argv: list[str] | None = None) -> dict:
         path = folder / f"growth_{args.preset}_lr_sweep.json"
         previous = json.loads(path.read_text()) if path.exists() else None
         sweep = lr_sweep(args, args.lr_sweep, args.seeds[0], previous)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(sweep, indent=1) + "\n")
+        write_json(sweep, path)
         try:
             plot_sweep(sweep, path.with_suffix(".png"))
         except ImportError:
@@ -766,8 +767,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _write(results: dict, output: Path) -> dict:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=1) + "\n")
+    write_json(results, output)
     try:
         results["plots"] = [str(p) for p in plot(results, output.parent, output.stem)]
     except ImportError:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import growth  # noqa: E402 - bench/growth.py: presets, recipe, the runs' shared flags
+from reports import command_line, write_json  # noqa: E402 - bench/reports.py
 
 # name: (what it is, the operator run's extra flags)
 VARIANTS = {
@@ -105,11 +106,10 @@ def main(argv: list[str] | None = None) -> dict:
         if stack_curve is not None:  # the fixed operator's model after the same FLOPs
             row["fixed_operator_loss_at_equal_flops"] = loss_at_flops(stack_curve, result["flops"])
         rows[name] = row
-    report = {"command": "python bench/ligo_ablation.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    report = {"command": command_line("ligo_ablation.py", argv),
               "preset": args.preset, "seed": args.seed, "ligo_steps": args.ligo_steps,
               "ligo_learning_rate": args.ligo_learning_rate, "variants": rows}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
+    write_json(report, args.output)
     print(markdown(report))
     return report
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))  # reports.py, next to this script
 CONFIGS = {"gpt2": "gpt2-2L-128H.json", "bert": "bert-2L-128H.json"}
 LOSSES = ("ligo", "ligo_no_recompute", "transformers")
 
@@ -102,11 +103,11 @@ def main(argv: list[str] | None = None) -> dict:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     import torch
+    from reports import command_line, write_json
 
-    report = {"command": "python bench/memory.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    report = {"command": command_line("memory.py", argv),
               "torch": torch.__version__, "rows": rows}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
+    write_json(report, args.output)
     print(markdown(report))
     return report
 
