@@ -16,6 +16,7 @@ sequence length, optimizer, evaluation set and seed; the runs are ordinary
     ligo          LiGO operator trained --ligo_steps (stackbert_noisy rand), then pretraining
     ligo_from_stack  the same, its operator initialised exactly as `stack` (stack +
                   bert2bert_fpi: --init_from_operator), so it starts at the source's loss
+    ligo_from_bert2bert  the same, initialised exactly as `bert2bert` (stack + bert2bert_aki)
     progressive   progressive stacking from scratch at the target width: half depth, then full
     pli           progressive layer insertion from half depth, a layer at a time
     staged        staged training from the source config, automatic (slope) schedule
@@ -92,8 +93,12 @@ PRESETS = {
                        grown_warmup=0, eval_steps=2000, batch=256, block=128),
 }
 METHODS = ("scratch", "small", "stack", "interpolate", "bert2bert", "double", "zero", "ligo",
-           "ligo_from_stack", "progressive", "pli", "staged")
-REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", "ligo", "ligo_from_stack"}  # grown from `small`
+           "ligo_from_stack", "ligo_from_bert2bert", "progressive", "pli", "staged")
+# how each LiGO row's operator starts: the paper's init, or exactly where a fixed operator ends
+LIGO_INITS = {"ligo": ["--fuse_init_scheme", "stackbert_noisy", "rand"],
+              "ligo_from_stack": ["--init_from_operator", "stack", "bert2bert_fpi"],
+              "ligo_from_bert2bert": ["--init_from_operator", "stack", "bert2bert_aki"]}
+REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", *LIGO_INITS}  # grown from `small`
 # the methods of the LiGO paper's comparison: run with every seed (--seeds); others once
 CORE_METHODS = ("scratch", "small", "stack", "bert2bert", "ligo")
 # scratch must end at least this far below the eval set's unigram line, or nothing was learned
@@ -187,12 +192,10 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
         depth, width = grow[method]
         argv = common + grown_lr + grown_steps + from_small + [
             "--config_name", target, "--grow_scheme", depth, "--width_scheme", width]
-    elif method in ("ligo", "ligo_from_stack"):
+    elif method in LIGO_INITS:
         operator_dir = operator_dir or work / f"{method}_operator"
-        init = (["--init_from_operator", "stack", "bert2bert_fpi"] if method == "ligo_from_stack"
-                else ["--fuse_init_scheme", "stackbert_noisy", "rand"])
         if not (operator_dir / "ligo_operator.pt").is_file():
-            grow_main(operator_flags(args, seed, operator_dir, small_dir) + init)
+            grow_main(operator_flags(args, seed, operator_dir, small_dir) + LIGO_INITS[method])
         argv = common + grown_lr + grown_steps + ["--config_name", target, "--grow_scheme", "ligo",
                                             "--source_model_path", str(small_dir),
                                             "--pretrained_ligo_path", str(operator_dir)]
