@@ -1,19 +1,21 @@
-#!/usr/bin/env python
 """Training throughput of ligo's loop against `transformers.Trainer`, same model and batch.
 
-Both train bert-6L-512H (by default) with masked LM on the same real-text blocks, the same
-batch size, sequence length, precision, optimizer (fused AdamW) and thread count, in this
-one process. Each runs `--warmup` steps first (not timed), then `--steps` timed steps:
-ligo through `ligo.pretrain.main` (its own logged tokens/s over the timed interval, data
-preparation included), the Trainer through a callback that times from the end of the
-last warm-up step to the end of the last step (data loading included).
+For each family (BERT and RoBERTa: masked LM; GPT-2: causal LM) and precision (bf16 autocast,
+fp32), in this one process: ligo's loop (`ligo.pretrain.main`, eager and with `--compile`)
+and `transformers.Trainer` train the family's 6L-512H config on the same real-text blocks,
+with the same batch size, sequence length, precision, optimizer (fused AdamW) and thread
+count. Each runs `--warmup` steps first (not timed: compilation happens there), then
+`--steps` timed steps: ligo's own logged tokens/s over the timed interval (data preparation
+included), the Trainer's through a callback that times from the end of the last warm-up step
+to the end of the last step (data loading included).
 
-Also reported: the machine's measured matmul peak (best of square bf16 / fp32 matmuls)
-and the fraction of it each loop achieves, counting *useful* FLOPs the same way for both
-(analytic, MLM head on the masked 15% of tokens: `ligo.train.flops`).
+Also reported: the machine's measured matmul peak per precision (best of square matmuls of
+a few sizes) and the fraction of it each loop achieves, counting *useful* FLOPs the same way
+for every loop (analytic: `ligo.train.flops`; the masked-LM head on the masked 15 % of tokens).
 
-    python bench/throughput.py                      # bf16, writes bench/results/throughput.json
-    python bench/throughput.py --precision fp32 --steps 10
+    python bench/throughput.py                       # bert gpt2 roberta, bf16 and fp32
+    python bench/throughput.py --families bert --precisions bf16 --output out/t.json
+    python bench/throughput.py --table bench/results/throughput.json
 """
 from __future__ import annotations
 
@@ -30,6 +32,13 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from reports import command_line, write_json  # noqa: E402 - bench/reports.py
+
+SHARED_VOCAB = REPO.parent / "shared" / "data" / "vocab"
+TOKENIZERS = {"bert": SHARED_VOCAB / "bert-base-uncased-vocab.txt", "gpt2": SHARED_VOCAB / "gpt2",
+              "roberta": SHARED_VOCAB / "gpt2"}
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def cpu_name() -> str:
@@ -42,42 +51,48 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int = 5) -> float:
+    """FLOP/s of the fastest square matmul of `dtype` over a few sizes (best of `repeats`)."""
+    best_rate = 0.0
+    for size in sizes:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b  # warm-up: kernel selection, page faults
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        best_rate = max(best_rate, 2 * size**3 / best)
+    return best_rate
 
 
-def ligo_tokens_per_s(args, corpus_args: list[str], workdir: Path) -> dict:
+def ligo_tokens_per_s(family: str, precision: str, compiled: bool, args, workdir: Path) -> dict:
+    """tokens/s of `run_lm_distributed.py` over the timed steps, and its useful FLOPs per token."""
     from ligo.pretrain import main
 
-    out = workdir / "ligo"
-    main(["--config", str(REPO / "configs/bert_wiki.txt"), "--config_name", args.model,
-          "--output_dir", str(out), *corpus_args, "--block_size", str(args.seq_len),
-          "--per_device_train_batch_size", str(args.batch_size),
+    out = workdir / f"ligo-{family}-{precision}{'-compiled' if compiled else ''}"
+    main(["--config", str(REPO / "configs" / f"{family}_wiki.txt"),
+          "--config_name", str(REPO / "configs" / f"{family}-{args.size}.json"),
+          "--output_dir", str(out), "--train_files", *args.train_files,
+          "--tokenizer_path", str(TOKENIZERS[family]), "--cache_dir", str(workdir / "cache"),
+          "--block_size", str(args.seq_len), "--per_device_train_batch_size", str(args.batch_size),
           "--max_steps", str(args.warmup + args.steps), "--logging_steps", str(args.warmup),
           "--eval_steps", str(10**9), "--eval_max_batches", "1", "--ckpt_steps", str(10**9),
-          "--bf16", str(args.precision == "bf16").lower(), "--disable_tqdm", "--seed", "0",
-          "--warmup_steps", "10"])
+          "--bf16", str(precision == "bf16").lower(), "--disable_tqdm", "--seed", "0",
+          "--warmup_steps", str(min(10, args.warmup + args.steps)), *(["--compile"] if compiled else [])])
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["split"] == "train"]
-    # records: after the warm-up steps, then after the timed steps (a shorter final
-    # record is only written when steps is not a multiple of warmup)
+    # records every --warmup steps: the first closes the untimed warm-up
     timed = train[1:]
-    seconds = sum(r["seconds"] - prev["seconds"] for prev, r in zip(train, timed, strict=True))
-    tokens = sum(r["tokens"] - prev["tokens"] for prev, r in zip(train, timed, strict=True))
-    return {"tokens_per_s": tokens / seconds, "flops_per_token": json.loads(
-        (out / "results.json").read_text())["flops_per_token"], "cache": out}
+    seconds = sum(r["seconds"] - prev["seconds"] for prev, r in zip(train, timed, strict=False))
+    tokens = sum(r["tokens"] - prev["tokens"] for prev, r in zip(train, timed, strict=False))
+    return {"tokens_per_s": tokens / seconds,
+            "flops_per_token": json.loads((out / "results.json").read_text())["flops_per_token"]}
 
 
-def hf_tokens_per_s(args, blocks, tokenizer_dir: Path, workdir: Path) -> float:
-    import transformers
+def hf_tokens_per_s(family_name: str, precision: str, args, workdir: Path) -> float:
+    """tokens/s of `transformers.Trainer` on the blocks ligo's token cache holds (the same
+    text, tokenizer and block layout), with the usual collator for the objective."""
     from transformers import (
         AutoTokenizer,
         DataCollatorForLanguageModeling,
@@ -86,23 +101,40 @@ def hf_tokens_per_s(args, blocks, tokenizer_dir: Path, workdir: Path) -> float:
         TrainingArguments,
     )
 
+    from ligo.data.corpus import resolve_corpus
+    from ligo.data.pipeline import build_lm_data
+    from ligo.data.tokenizer import load_tokenizer, save_hf_tokenizer, special_ids
+    from ligo.distributed import DistInfo
+    from ligo.families import FAMILIES
     from ligo.models import load_config
 
-    config = load_config(args.model)
+    family = FAMILIES[family_name]
+    tok = load_tokenizer(str(TOKENIZERS[family_name]), family)
+    ids = special_ids(tok, family)
+    data = build_lm_data(resolve_corpus(args.train_files), tok, ids, family, block_size=args.seq_len,
+                         valid_percent=2.0, cache_dir=str(workdir / "cache"), mlm_probability=0.15,
+                         whole_word_mask=False, seed=0, info=DistInfo())
+    blocks = data.train
+    tokenizer_dir = workdir / f"tokenizer-{family_name}"
+    save_hf_tokenizer(tok, family, tokenizer_dir)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = load_config(REPO / "configs" / f"{family_name}-{args.size}.json")
     config.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(0)
-    model = transformers.BertForMaskedLM(config)
+    model = family.build_class()(config)
+    causal = family.objective == "clm"
 
     class Blocks(torch.utils.data.Dataset):
         def __len__(self):
             return len(blocks)
 
         def __getitem__(self, index):
-            return {"input_ids": blocks.batch([index])[0]}
+            block = blocks.batch([index])[0]
+            return {"input_ids": block, "labels": block} if causal else {"input_ids": block}
 
     class Timer(TrainerCallback):
-        marks: list[float] = []
+        def __init__(self):
+            self.marks: list[float] = []
 
         def on_step_end(self, training_args, state, control, **kwargs):
             self.marks.append(time.perf_counter())
@@ -110,100 +142,111 @@ def hf_tokens_per_s(args, blocks, tokenizer_dir: Path, workdir: Path) -> float:
     timer = Timer()
     training_args = TrainingArguments(
         output_dir=str(workdir / "hf"), per_device_train_batch_size=args.batch_size,
-        max_steps=args.warmup + args.steps, learning_rate=2e-4, warmup_steps=10,
+        max_steps=args.warmup + args.steps, learning_rate=2e-4,
+        warmup_steps=min(10, args.warmup + args.steps),
         weight_decay=0.01, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=1.0,
-        bf16=args.precision == "bf16", use_cpu=True, optim="adamw_torch_fused",
+        bf16=precision == "bf16", use_cpu=True, optim="adamw_torch_fused",
         report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
         dataloader_num_workers=0, seed=0)
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    # packed blocks, never padded: causal LM needs no collator beyond stacking
+    collator = None if causal else DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
     Trainer(model=model, args=training_args, train_dataset=Blocks(), data_collator=collator,
             callbacks=[timer]).train()
     seconds = timer.marks[-1] - timer.marks[args.warmup - 1]
     return args.steps * args.batch_size * args.seq_len / seconds
 
 
+def measure(args, workdir: Path) -> list[dict]:
+    """One row per (family, precision, loop)."""
+    rows = []
+    for precision in args.precisions:
+        for family in args.families:
+            loops = [("ligo", False)] + ([("ligo --compile", True)] if precision in args.compile else [])
+            flops_per_token = None
+            for loop, compiled in loops:
+                measured = ligo_tokens_per_s(family, precision, compiled, args, workdir)
+                flops_per_token = measured["flops_per_token"]
+                rows.append({"family": family, "precision": precision, "loop": loop,
+                             "tokens_per_s": measured["tokens_per_s"]})
+            rows.append({"family": family, "precision": precision, "loop": "transformers.Trainer",
+                         "tokens_per_s": hf_tokens_per_s(family, precision, args, workdir)})
+            for row in rows:
+                if row["family"] == family and row["precision"] == precision:
+                    row["model"] = f"{family}-{args.size}.json"
+                    row["useful_flops_per_token"] = flops_per_token
+    return rows
+
+
+def add_ratios(result: dict) -> dict:
+    """Fraction of the precision's matmul peak for every row; ligo over the Trainer per pair."""
+    trainer = {(r["family"], r["precision"]): r["tokens_per_s"] for r in result["rows"]
+               if r["loop"] == "transformers.Trainer"}
+    for row in result["rows"]:
+        useful = row["tokens_per_s"] * row["useful_flops_per_token"]
+        row["fraction_of_peak"] = useful / result["matmul_peak_flops"][row["precision"]]
+        row["over_trainer"] = row["tokens_per_s"] / trainer[(row["family"], row["precision"])]
+    return result
+
+
 def markdown_table(result: dict) -> str:
     m = result["machine"]
-    rows = [
-        "| loop | tokens/s | useful FLOP/s | fraction of matmul peak |",
-        "|---|---:|---:|---:|",
-        f"| ligo (`run_lm_distributed.py`) | {result['ligo_tokens_per_s']:,.0f} | "
-        f"{result['ligo_tokens_per_s'] * result['useful_flops_per_token'] / 1e9:,.0f} G | "
-        f"{100 * result['ligo_fraction_of_peak']:.1f} % |",
-        f"| `transformers.Trainer` | {result['hf_trainer_tokens_per_s']:,.0f} | "
-        f"{result['hf_trainer_tokens_per_s'] * result['useful_flops_per_token'] / 1e9:,.0f} G | "
-        f"{100 * result['hf_fraction_of_peak']:.1f} % |",
-    ]
-    return ("\n".join(rows) + f"\n\nRatio ligo / Trainer: **{result['ratio_ligo_over_hf']:.2f}**. "
-            f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} threads, torch {m['torch']}, "
-            f"transformers {m['transformers']}; {result['precision']}, {result['model']}, "
-            f"batch {result['batch_size']} x {result['seq_len']}, {result['timed_steps']} timed steps; "
-            f"measured matmul peak {result['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s.")
+    lines = ["| family | precision | loop | tokens/s | useful FLOP/s | fraction of matmul peak | vs Trainer |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        loop = {"ligo": "ligo", "ligo --compile": "ligo `--compile`"}.get(r["loop"], f"`{r['loop']}`")
+        lines.append(f"| {r['family']} | {r['precision']} | {loop} | {r['tokens_per_s']:,.0f} | "
+                     f"{r['tokens_per_s'] * r['useful_flops_per_token'] / 1e9:,.0f} G | "
+                     f"{100 * r['fraction_of_peak']:.1f} % | {r['over_trainer']:.2f}x |")
+    peaks = ", ".join(f"{p} {v / 1e9:,.0f} GFLOP/s" for p, v in result["matmul_peak_flops"].items())
+    s = result["settings"]
+    return ("\n".join(lines) + f"\n\nMachine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} "
+            f"threads, torch {m['torch']}, transformers {m['transformers']}; models "
+            f"<family>-{s['size']}.json, batch {s['batch_size']} x {s['seq_len']}, {s['timed_steps']} "
+            f"timed steps after {s['warmup_steps']} untimed; measured matmul peak: {peaks}.")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(REPO / "configs/bert-6L-512H.json"))
+    parser.add_argument("--families", nargs="+", choices=sorted(TOKENIZERS), default=["bert", "gpt2", "roberta"])
+    parser.add_argument("--precisions", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp32"])
+    parser.add_argument("--compile", nargs="*", choices=sorted(DTYPES), default=["bf16"],
+                        help="precisions that also get a --compile row (none: --compile alone)")
+    parser.add_argument("--size", default="6L-512H", help="configs/<family>-<size>.json")
     parser.add_argument("--train_files", nargs="+", default=[str(REPO.parent / "shared/data/corpus/wiki.txt")])
-    parser.add_argument("--tokenizer_path", default=str(REPO.parent / "shared/data/vocab/bert-base-uncased-vocab.txt"))
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--output", default=str(REPO / "bench/results/throughput.json"))
     parser.add_argument("--table", metavar="JSON", help="only print the README table of a results file")
     args = parser.parse_args(argv)
     if args.table:
         print(markdown_table(json.loads(Path(args.table).read_text())))
-        return
+        return None
+    for name in ("seq_len", "batch_size", "warmup", "steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
     if args.steps % args.warmup:
         parser.error("--steps must be a multiple of --warmup (ligo logs every --warmup steps)")
+    for family in args.families:
+        if not (REPO / "configs" / f"{family}-{args.size}.json").is_file():
+            parser.error(f"configs/{family}-{args.size}.json does not exist; choose another --size")
 
-    from ligo.data import cache as token_cache
-    from ligo.data.blocks import TokenBlocks
-    from ligo.data.corpus import resolve_corpus
-    from ligo.data.tokenizer import load_tokenizer, save_hf_tokenizer, special_ids
-    from ligo.families import FAMILIES
-
+    peaks = {p: matmul_peak(DTYPES[p]) for p in args.precisions}
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        corpus_args = ["--train_files", *args.train_files, "--tokenizer_path", args.tokenizer_path,
-                       "--cache_dir", str(workdir / "cache")]
-        peak = max(matmul_peak(torch.bfloat16), matmul_peak(torch.float32))
-        ours = ligo_tokens_per_s(args, corpus_args, workdir)
-        # the very same blocks, read from ligo's token cache, feed the Trainer
-        family = FAMILIES["bert"]
-        tok = load_tokenizer(args.tokenizer_path, family)
-        ids = special_ids(tok, family)
-        built = token_cache.build_or_reuse(resolve_corpus(args.train_files), tok, ids.eos, 2.0,
-                                           cache_dir=str(workdir / "cache"))
-        blocks = TokenBlocks(token_cache.open_split(built.path, "train"), args.seq_len, ids.bos, ids.eos)
-        save_hf_tokenizer(tok, family, workdir / "tokenizer")
-        theirs = hf_tokens_per_s(args, blocks, workdir / "tokenizer", workdir)
-
-    flops_per_token = ours["flops_per_token"]
-    result = {
-        "command": " ".join(["python bench/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
+        rows = measure(args, Path(tmp))
+    result = add_ratios({
+        "command": command_line("throughput.py", argv),
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "transformers": __import__("transformers").__version__},
-        "model": Path(args.model).name, "seq_len": args.seq_len, "batch_size": args.batch_size,
-        "precision": args.precision, "timed_steps": args.steps,
-        "ligo_tokens_per_s": ours["tokens_per_s"], "hf_trainer_tokens_per_s": theirs,
-        "ratio_ligo_over_hf": ours["tokens_per_s"] / theirs,
-        "useful_flops_per_token": flops_per_token, "matmul_peak_flops": peak,
-        "ligo_fraction_of_peak": ours["tokens_per_s"] * flops_per_token / peak,
-        "hf_fraction_of_peak": theirs * flops_per_token / peak,
-    }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
-    print("\n" + markdown_table(result))
-    print(f"\nligo {ours['tokens_per_s']:.0f} tok/s vs transformers.Trainer {theirs:.0f} tok/s: "
-          f"ratio {result['ratio_ligo_over_hf']:.2f}; ligo reaches "
-          f"{100 * result['ligo_fraction_of_peak']:.1f}% of the measured matmul peak "
-          f"({peak / 1e9:.0f} GFLOP/s)")
+        "settings": {"size": args.size, "seq_len": args.seq_len, "batch_size": args.batch_size,
+                     "warmup_steps": args.warmup, "timed_steps": args.steps,
+                     "train_files": [Path(f).name for f in args.train_files]},
+        "matmul_peak_flops": peaks, "rows": rows})
+    write_json(result, Path(args.output))
+    print(markdown_table(result))
+    return result
 
 
 if __name__ == "__main__":

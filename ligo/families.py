@@ -198,7 +198,7 @@ FAMILIES: dict[str, Family] = {
                             "mlp.c_fc": "colwise", "mlp.c_proj": "rowwise"},
                    tp_fused={"attn.c_attn": 3}, tp_divide=("attn.split_size",)),
     # LLaMA-style decoders (RMSNorm, SwiGLU, RoPE, grouped-query attention), with GPT-2's
-    # byte-level BPE special token; tie_word_embeddings must stay False (LLaMA's default)
+    # byte-level BPE special token; an untied lm_head (LLaMA's default; tied: LLAMA_TIED)
     "llama": Family("llama", "LlamaForCausalLM", "clm", "lm_head", GPT2_SPECIALS,
                     keys=_llama_keys(), tied={}, pre_layernorm=True, head_transform=False,
                     prepend_bos=False, layers_path="model.layers",
@@ -212,8 +212,17 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+# `tie_word_embeddings: true` (small LLaMA-style models, e.g. Llama-3.2-1B): lm_head is the
+# input embedding, as in GPT-2, so growth treats it as GPT-2's tied decoder
+LLAMA_TIED = dataclasses.replace(
+    FAMILIES["llama"], keys={k: v for k, v in _llama_keys().items() if k != "head.weight"},
+    tied={"lm_head.weight": "embed.word"})
+
+
 def family_of(config) -> Family:
     model_type = getattr(config, "model_type", None)
     if model_type not in FAMILIES:
         raise ValueError(f"unknown model type {model_type!r}; supported: {', '.join(FAMILIES)}")
+    if model_type == "llama" and getattr(config, "tie_word_embeddings", False):
+        return LLAMA_TIED
     return FAMILIES[model_type]

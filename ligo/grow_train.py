@@ -49,16 +49,18 @@ def main(argv: list[str] | None = None) -> dict:
                                             LiGOArguments), argv, __doc__)
 
 
-def reference_losses(trainer, small_config, small_state, setup, device) -> dict[str, float]:
+def reference_losses(trainer, small_config, small_state, setup, device,
+                     fixed_operator: tuple[str, str]) -> dict[str, float]:
     """Eval loss, on the run's own eval blocks, of the source and of the fixed operator that
-    LiGO generalises (stack + bert2bert_fpi, the StackBERT init it starts near): what the
-    operator's training has to beat to be worth its FLOPs."""
+    LiGO generalises (`fixed_operator`: the one it starts from, or stack + bert2bert_fpi, the
+    StackBERT init it starts near): what the operator's training has to beat to be worth its
+    FLOPs."""
     import ligo
 
     small = model_from_state(small_config, small_state)
-    fixed = ligo.grow(small, setup.config, depth="stack", width="bert2bert_fpi")
+    fixed = ligo.grow(small, setup.config, depth=fixed_operator[0], width=fixed_operator[1])
     losses = {name: trainer.evaluate(LanguageModelingLoss(model, setup.family).to(device))["loss"]
-              for name, model in (("source", small), ("stack_fpi", fixed))}
+              for name, model in (("source", small), ("fixed_operator", fixed))}
     del fixed  # a whole large model: not kept beside the operator's training
     return losses
 
@@ -93,28 +95,34 @@ def train_operator(model_args: ModelArguments, data_args: DataArguments,
                             model=operator, setup=setup, train_args=train_args, info=info,
                             flops_per_token=flops_per_token)
     trainable = sum(p.numel() for p in operator.parameters() if p.requires_grad)
+    fixed_operator = (options.init_from[0], options.init_from[1] or "bert2bert_fpi") \
+        if options.init_from else ("stack", "bert2bert_fpi")
+    fixed_name = f"{fixed_operator[0]} + {fixed_operator[1]}"
+    init = (f"exactly {fixed_name}'s weights (--init_from_operator)" if options.init_from
+            else " ".join(ligo_args.fuse_init_scheme))
     log.info("LiGO %s -> %s: %.2fM trainable parameters (%s), init %s; %d train blocks, global "
              "batch %d, %.3g FLOPs per token", ligo_args.source_model_path, model_args.config_name,
              trainable / 1e6, ", ".join(k for k in ("width", "depth", "residual", "small_model")
                                         if getattr(options, f"tune_{k}")),
-             " ".join(ligo_args.fuse_init_scheme), len(setup.data.train), trainer.global_batch,
-             flops_per_token)
-    references = reference_losses(trainer, small_config, small_state, setup, info.device)
+             init, len(setup.data.train), trainer.global_batch, flops_per_token)
+    references = reference_losses(trainer, small_config, small_state, setup, info.device,
+                                  fixed_operator)
     initial = trainer.evaluate() if trainer.progress.step == 0 else {}
     if initial:
-        log.info("eval loss at the start: source %.4f, fixed operator (stack + bert2bert_fpi) "
-                 "%.4f, the operator's init %.4f", references["source"],
-                 references["stack_fpi"], initial["loss"])
+        log.info("eval loss at the start: source %.4f, fixed operator (%s) %.4f, the operator's "
+                 "init %.4f", references["source"], fixed_name, references["fixed_operator"],
+                 initial["loss"])
     evaluation = trainer.fit() or trainer.evaluate()
-    log.info("eval loss at the end: the operator %.4f, %+.4f vs the fixed operator %.4f (source "
-             "%.4f); the operator phase pays for itself only if its gain beats what %d steps of "
-             "the large model would bring", evaluation["loss"],
-             evaluation["loss"] - references["stack_fpi"], references["stack_fpi"],
-             references["source"], trainer.progress.step)
+    log.info("eval loss at the end: the operator %.4f, %+.4f vs the fixed operator (%s) %.4f "
+             "(source %.4f); the operator phase pays for itself only if its gain beats what %d "
+             "steps of the large model would bring", evaluation["loss"],
+             evaluation["loss"] - references["fixed_operator"], fixed_name,
+             references["fixed_operator"], references["source"], trainer.progress.step)
     results = run_results(trainer, evaluation, operator_parameters=trainable,
                           flops_per_token=flops_per_token, init_eval_loss=initial.get("loss"),
                           source_eval_loss=references["source"],
-                          fixed_operator_eval_loss=references["stack_fpi"])
+                          fixed_operator_eval_loss=references["fixed_operator"],
+                          fixed_operator=fixed_name)
     if info.is_main:
         out = Path(train_args.output_dir)
         if results["finished"]:

@@ -53,9 +53,6 @@ def config_from_dict(values: dict, source: str | Path = "the config"):
         raise ValueError(f"{source}: {config.num_attention_heads} attention heads cannot be "
                          f"grouped over {kv_heads} key/value heads (num_key_value_heads must "
                          "divide num_attention_heads)")
-    if family_of(config).name == "llama" and config.tie_word_embeddings:
-        raise ValueError(f"{source}: tie_word_embeddings true is not supported for llama yet "
-                         "(growth treats lm_head as a matrix of its own); set it false")
     return config
 
 

@@ -54,6 +54,23 @@ def test_100_operator_steps_lower_the_large_models_loss_and_leave_the_small_weig
     assert list((out / "tensorboard").glob("events.*"))
 
 
+def test_the_log_compares_the_operator_with_the_fixed_operator_it_starts_from(
+        tmp_path, small_run, small_corpus, cache_dir, caplog):
+    source = small_run("gpt2")
+    config = wide(tmp_path, "gpt2")
+    with caplog.at_level("INFO", logger="ligo"):
+        results = grow_main(operator_argv(tmp_path / "op", "gpt2", source, small_corpus, cache_dir,
+                                          config, "--max_steps", "2", "--eval_steps", "2",
+                                          "--init_from_operator", "stack", "bert2bert_aki"))
+    start = next(r.getMessage() for r in caplog.records if "eval loss at the start" in r.getMessage())
+    end = next(r.getMessage() for r in caplog.records if "eval loss at the end" in r.getMessage())
+    assert "fixed operator (stack + bert2bert_aki)" in start and f"source {results['source_eval_loss']:.4f}" in start
+    assert f"the operator {results['eval_loss']:.4f}" in end and "(stack + bert2bert_aki)" in end
+    assert results["fixed_operator"] == "stack + bert2bert_aki"
+    # started exactly where that fixed operator ends
+    assert results["init_eval_loss"] == pytest.approx(results["fixed_operator_eval_loss"], abs=1e-5)
+
+
 def test_warmup_longer_than_the_run_and_bad_input_are_refused(tmp_path, small_run, small_corpus,
                                                               cache_dir):
     source = small_run("bert")

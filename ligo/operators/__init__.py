@@ -37,6 +37,11 @@ def check_growth(small_config, large_config) -> None:
     small, large = family_of(small_config), family_of(large_config)
     if small.name != large.name:
         raise ValueError(f"cannot grow a {small.name} model into a {large.name} config")
+    if small.tied != large.tied:
+        raise ValueError(f"the source's and the target's tie_word_embeddings differ "
+                         f"({getattr(small_config, 'tie_word_embeddings', None)} -> "
+                         f"{getattr(large_config, 'tie_word_embeddings', None)}); give the target "
+                         "the source's setting")
     pairs = {"layers": (small_config.num_hidden_layers, large_config.num_hidden_layers),
              "hidden size": (small_config.hidden_size, large_config.hidden_size)}
     for name, (a, b) in pairs.items():

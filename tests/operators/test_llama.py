@@ -3,7 +3,7 @@ and which operators preserve its function exactly, in float64 with every paramet
 import pytest
 import torch
 
-from ligo.families import FAMILIES
+from ligo.families import FAMILIES, family_of
 from ligo.operators import grow, grow_state
 from ligo.roles import from_roles, to_roles
 from tests.operators.conftest import logits, tiny_config, trained_like_model
@@ -110,14 +110,61 @@ def test_every_width_scheme_grows_it_to_the_target_shapes():
         assert {k: v.shape for k, v in state.items()} == expected, width
 
 
-def test_tied_embeddings_and_ungroupable_heads_are_refused_with_a_sentence():
+def test_ungroupable_heads_and_a_change_of_tying_are_refused_with_a_sentence():
     from ligo.models import config_from_dict
 
     values = llama_config().to_dict()
-    with pytest.raises(ValueError, match="tie_word_embeddings true is not supported for llama"):
-        config_from_dict({**values, "tie_word_embeddings": True})
     with pytest.raises(ValueError, match="num_key_value_heads must divide"):
         config_from_dict({**values, "num_key_value_heads": 3})
+    small = trained_like_model("llama", llama_config())
+    with pytest.raises(ValueError, match="tie_word_embeddings differ"):
+        grow(small, llama_config(num_hidden_layers=4, tie_word_embeddings=True))
+
+
+TIED = {"tie_word_embeddings": True}
+
+
+def test_tied_embeddings_round_trip_with_lm_head_as_the_input_embedding():
+    model = trained_like_model("llama", llama_config(**TIED))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    family = family_of(model.config)
+    assert family.tied == {"lm_head.weight": "embed.word"} and family.name == "llama"
+    roles = to_roles(model.state_dict(), family)
+    assert "head.weight" not in roles.model
+    back = from_roles(roles, family)
+    assert back.keys() == model.state_dict().keys()
+    assert back["lm_head.weight"] is back["model.embed_tokens.weight"]
+
+
+@pytest.mark.parametrize("width", ["double", "bert2bert_fpi"])
+def test_tied_embeddings_double_exactly_with_grouped_query_attention(width, token_ids, tmp_path):
+    """A tied decoder reads the undivided input embedding, so the final RMSNorm's weight is
+    divided by the copy counts instead of the decoder's input (as for GPT-2)."""
+    from transformers import AutoModelForCausalLM
+
+    small = trained_like_model("llama", llama_config(**TIED))
+    target = llama_config(num_hidden_layers=4, hidden_size=128, num_attention_heads=8,
+                          num_key_value_heads=4, intermediate_size=352, head_dim=16, **TIED)
+    big = grow(small, target, depth="identity", width=width, seed=3)
+    assert big.lm_head.weight is big.model.embed_tokens.weight
+    torch.testing.assert_close(logits(big, token_ids), logits(small, token_ids), rtol=0, atol=1e-10)
+    big.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float64).eval()
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    torch.testing.assert_close(logits(loaded, token_ids), logits(big, token_ids), rtol=0, atol=0)
+
+
+def test_ligo_on_tied_embeddings_generates_stack_and_keeps_the_head_tied():
+    from ligo.operators.learned import LiGO, LiGOOptions
+
+    small = trained_like_model("llama", llama_config(**TIED))
+    state = {k: v.detach() for k, v in small.state_dict().items()}
+    target = llama_config(num_hidden_layers=4, **TIED)
+    generated = LiGO(state, small.config, target, LiGOOptions(tune_width=False, depth_init="stackbert"))()
+    expected = grow_state(state, small.config, target, depth="stack")
+    assert generated.keys() == expected.keys()
+    assert all(torch.equal(generated[k], expected[k]) for k in expected)
+    assert generated["lm_head.weight"] is generated["model.embed_tokens.weight"]
 
 
 def test_ligo_stackbert_init_generates_exactly_the_stack_operator():
