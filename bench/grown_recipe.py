@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import growth  # noqa: E402 - bench/growth.py: presets, recipe, run_method, cost_to_reach
 from reports import command_line, write_json  # noqa: E402 - bench/reports.py
 
-GROWN_METHODS = ("stack", "interpolate", "bert2bert", "double", "zero", *growth.LIGO_INITS)
+GROWN_METHODS = ("stack", "interpolate", "bert2bert", "double", "zero", "msg", *growth.LIGO_INITS)
 DEFAULT_LIGO_STEPS = 100  # bench/growth.py's --ligo_steps; its operators are reused as they are
 
 

@@ -13,6 +13,8 @@ sequence length, optimizer, evaluation set and seed; the runs are ordinary
     bert2bert     bert2bert_aki (width), stacking for depth
     double        staged training's exact doubling (net2net for other ratios)
     zero          zero-initialised new width (MSG's init without its masks), stacking for depth
+    msg           MSG: random new width and stacked layers under masks ramped 0 -> 1 over
+                  --msg_ramp_steps (exact at mask 0)
     ligo          LiGO operator trained --ligo_steps (stackbert_noisy rand), then pretraining
     ligo_from_stack  the same, its operator initialised exactly as `stack` (stack +
                   bert2bert_fpi: --init_from_operator), so it starts at the source's loss
@@ -92,13 +94,13 @@ PRESETS = {
                        steps=100000, small_steps=100000, lr=1e-4, warmup=10000, grown_lr=2e-4,
                        grown_warmup=0, eval_steps=2000, batch=256, block=128),
 }
-METHODS = ("scratch", "small", "stack", "interpolate", "bert2bert", "double", "zero", "ligo",
+METHODS = ("scratch", "small", "stack", "interpolate", "bert2bert", "double", "zero", "msg", "ligo",
            "ligo_from_stack", "ligo_from_bert2bert", "progressive", "pli", "staged")
 # how each LiGO row's operator starts: the paper's init, or exactly where a fixed operator ends
 LIGO_INITS = {"ligo": ["--fuse_init_scheme", "stackbert_noisy", "rand"],
               "ligo_from_stack": ["--init_from_operator", "stack", "bert2bert_fpi"],
               "ligo_from_bert2bert": ["--init_from_operator", "stack", "bert2bert_aki"]}
-REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", *LIGO_INITS}  # grown from `small`
+REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", "msg", *LIGO_INITS}  # grown from `small`
 # the methods of the LiGO paper's comparison: run with every seed (--seeds); others once
 CORE_METHODS = ("scratch", "small", "stack", "bert2bert", "ligo")
 # scratch must end at least this far below the eval set's unigram line, or nothing was learned
@@ -182,7 +184,7 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
     from_small = ["--source_model_path", str(small_dir), "--reset_optimizer"]
     half = max(1, _layers(target) // 2)
     grow = {"stack": ("stack", "bert2bert_fpi"), "interpolate": ("interpolate", "bert2bert_fpi"),
-            "bert2bert": ("stack", "bert2bert_aki"), "zero": ("stack", "zero"),
+            "bert2bert": ("stack", "bert2bert_aki"), "zero": ("stack", "zero"), "msg": ("msg", "msg"),
             "double": ("stack", "double" if _is_double(source, target) else "net2net")}
     if method == "scratch":
         argv = common + scratch_lr + steps + ["--config_name", target]
@@ -192,10 +194,12 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
         depth, width = grow[method]
         argv = common + grown_lr + grown_steps + from_small + [
             "--config_name", target, "--grow_scheme", depth, "--width_scheme", width]
+        if method == "msg":
+            argv += ["--msg_ramp_steps", str(getattr(args, "msg_ramp_steps", 100))]
     elif method in LIGO_INITS:
         operator_dir = operator_dir or work / f"{method}_operator"
         if not (operator_dir / "ligo_operator.pt").is_file():
-            grow_main(operator_flags(args, seed, operator_dir, small_dir) + LIGO_INITS[method])
+            grow_main(operator_flags(args, seed, operator_dir, small_dir, method) + LIGO_INITS[method])
         argv = common + grown_lr + grown_steps + ["--config_name", target, "--grow_scheme", "ligo",
                                             "--source_model_path", str(small_dir),
                                             "--pretrained_ligo_path", str(operator_dir)]
@@ -236,9 +240,36 @@ def common_flags(args, seed: int) -> list[str]:
     return flags
 
 
-def operator_flags(args, seed: int, out: Path, small_dir: Path) -> list[str]:
-    """A LiGO operator run of --ligo_steps at --ligo_learning_rate (its init flags follow)."""
-    steps = str(args.ligo_steps)
+def parse_ligo_steps(values: list[str]) -> dict[str, int]:
+    """--ligo_steps N [METHOD=N ...]: operator steps of every LiGO row, and of named ones."""
+    steps = {"default": 100}
+    for value in values:
+        method, _, count = value.rpartition("=")
+        if method and method not in LIGO_INITS:
+            raise SystemExit(f"error: --ligo_steps {value}: {method} is not a LiGO row "
+                             f"({', '.join(LIGO_INITS)})")
+        if not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"error: --ligo_steps {value}: the steps must be a whole number >= 1")
+        steps[method or "default"] = int(count)
+    return steps
+
+
+def ligo_steps(args, method: str) -> int:
+    """Operator steps of a LiGO row (`args.ligo_steps`: a number or parse_ligo_steps' table)."""
+    steps = args.ligo_steps
+    return steps if isinstance(steps, int) else steps.get(method, steps["default"])
+
+
+def _ligo_steps_text(steps) -> str:
+    if isinstance(steps, int):
+        return str(steps)
+    rows = [f"{m} {n}" for m, n in steps.items() if m != "default"]
+    return f"{steps['default']}" + (f" ({', '.join(rows)})" if rows else "")
+
+
+def operator_flags(args, seed: int, out: Path, small_dir: Path, method: str = "ligo") -> list[str]:
+    """A LiGO operator run of its --ligo_steps at --ligo_learning_rate (its init flags follow)."""
+    steps = str(ligo_steps(args, method))
     return common_flags(args, seed) + [
         "--output_dir", str(out), "--overwrite_output_dir",
         "--config_name", _config_path(recipe(args)["target"]), "--source_model_path",
@@ -443,7 +474,7 @@ def markdown(results: dict) -> str:
                  f"(warmup {setup['grown_warmup_steps']}"
                  + (f", schedule over {setup['grown_steps']} steps"
                     if setup.get("grown_steps", setup["steps"]) != setup["steps"] else "")
-                 + f"), LiGO {setup['ligo_steps']} operator steps; "
+                 + f"), LiGO {_ligo_steps_text(setup['ligo_steps'])} operator steps; "
                  f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores. "
                  + ("Runs other than scratch and small end at their first eval at or below the "
                     "goal (--stop_at_goal), so their last eval loss is that crossing. "
@@ -605,13 +636,19 @@ def _command(argv: list[str]) -> str:
 def run_seed(args, seed: int, methods: list[str]) -> dict:
     """Every method for one seed: {"runs": ..., "summary": ...}."""
     work = Path(args.workdir) / f"{args.preset}-seed{seed}"
-    shutil.rmtree(work, ignore_errors=True)  # the benchmark's own scratch space
-    work.mkdir(parents=True)
-    runs, unigram = {}, None
+    if not args.reuse_finished:
+        shutil.rmtree(work, ignore_errors=True)  # the benchmark's own scratch space
+    work.mkdir(parents=True, exist_ok=True)
+    runs, unigram, reused = {}, None, []
     for method in methods:
-        print(f"=== {method} (seed {seed})", flush=True)
         goal = runs["scratch"]["curve"][-1]["loss"] if args.stop_at_goal and runs else None
-        out = run_method(method, args, work, work / "small", goal, seed=seed)
+        out = work / method
+        if args.reuse_finished and _finished(out):
+            print(f"=== {method} (seed {seed}): reusing the finished run in {out}", flush=True)
+            reused.append(method)
+        else:
+            print(f"=== {method} (seed {seed})", flush=True)
+            run_method(method, args, work, work / "small", goal, seed=seed)
         result = json.loads((out / "results.json").read_text())
         unigram = result.get("unigram_loss") if unigram is None else unigram
         run = {"curve": read_curve(out, result.get("unigram_loss")), "results": result,
@@ -628,7 +665,13 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
         print(f"warning: the source ends at {summary['small_final_loss']:.3f}, at or below the goal "
               f"{summary['goal_eval_loss']:.3f}: the target budget is too short, growth saves by "
               "construction", flush=True)
-    return {"runs": runs, "unigram_loss": unigram, "summary": summary}
+    return {"runs": runs, "unigram_loss": unigram, "summary": summary, "reused_runs": reused}
+
+
+def _finished(run_dir: Path) -> bool:
+    """A run that ended by itself (at its last step or at the goal: results.json says finished)."""
+    path = run_dir / "results.json"
+    return path.is_file() and bool(json.loads(path.read_text()).get("finished"))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -654,8 +697,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--grown_warmup_steps", type=int)
     parser.add_argument("--grown_steps", type=int, help="length of every grown run's LR schedule "
                         "(default: --steps, as scratch's)")
-    parser.add_argument("--ligo_steps", type=int, default=100)
+    parser.add_argument("--ligo_steps", nargs="+", default=["100"], metavar="[METHOD=]N",
+                        help="operator steps of every LiGO row (N) and of named rows "
+                             "(e.g. 100 ligo_from_bert2bert=25)")
     parser.add_argument("--ligo_learning_rate", type=float, default=1e-3)
+    parser.add_argument("--msg_ramp_steps", type=int, default=100, help="the msg row's mask ramp")
+    parser.add_argument("--reuse_finished", action="store_true",
+                        help="keep the finished runs already in a seed's folder instead of "
+                             "starting it afresh (an interrupted benchmark goes on; the runs "
+                             "must come from the same flags: listed as reused_runs)")
     parser.add_argument("--eval_steps", type=int)
     parser.add_argument("--eval_max_batches", type=int, default=8)
     parser.add_argument("--bf16", default="true")
@@ -685,6 +735,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="--estimate: sustained TFLOP/s of the accelerator")
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
+    args.ligo_steps = parse_ligo_steps(args.ligo_steps)
     if args.table:
         results = json.loads(Path(args.table).read_text())
         print(markdown(results))
@@ -714,7 +765,7 @@ def main(argv: list[str] | None = None) -> dict:
                                   num_key_value_heads=4, head_dim=16, intermediate_size=352)}[family]
             args.target = str(work / "quick_target.json")
             Path(args.target).write_text(json.dumps({**values, **wide}))
-        args.steps, args.small_steps, args.ligo_steps = 24, 24, 4
+        args.steps, args.small_steps, args.ligo_steps, args.msg_ramp_steps = 24, 24, 4, 4
         args.eval_steps, args.eval_max_batches, args.batch_size, args.block_size = 6, 2, 8, 64
         args.warmup_steps, args.grown_warmup_steps, args.bf16, args.glue = 4, 2, "false", False
         family = PRESETS[args.preset]["family"]  # the published vocabulary: no tokenizer training
@@ -754,6 +805,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "grown_learning_rate": r["grown_lr"], "grown_warmup_steps": r["grown_warmup"],
                   "grown_steps": r["grown_steps"],
                   "ligo_steps": args.ligo_steps, "ligo_learning_rate": args.ligo_learning_rate,
+                  "msg_ramp_steps": args.msg_ramp_steps,
                   "eval_steps": r["eval_steps"], "eval_max_batches": args.eval_max_batches,
                   "tokenizer": str(r["tokenizer"]) if r["tokenizer"] else
                   f"trained on the corpus ({_config(_config_path(r['target']))['vocab_size']} tokens)",

@@ -83,7 +83,8 @@ RANGES = {
     "stop_at_eval_loss": POSITIVE, "num_threads": AT_LEAST_1, "tp_size": AT_LEAST_1,
     "dist_timeout_minutes": POSITIVE, "insert_noise_std": NON_NEGATIVE,
     "width_noise_std": NON_NEGATIVE, "growth_seed": NON_NEGATIVE,
-    "stage_ligo_steps": AT_LEAST_1, "stage_ligo_learning_rate": Range(0, 1, low_open=True),
+    "stage_ligo_steps": AT_LEAST_1, "msg_ramp_steps": AT_LEAST_1,
+    "stage_ligo_learning_rate": Range(0, 1, low_open=True),
     "initial_num_layers": AT_LEAST_1, "restart_warmup_steps": NON_NEGATIVE,
     "slope_window": Range(0, 1, low_open=True), "slope_smoothing": FRACTION,
     "fuse_init_noise": NON_NEGATIVE, "tune_residual_noise": NON_NEGATIVE,
@@ -264,12 +265,17 @@ class GrowthArguments:
         default=None, metadata={"help": "small model folder (HF format, e.g. a finished run's "
                                         "output_dir) to grow into --config_name"})
     grow_scheme: str = field(default="stack", metadata={
-        "help": "depth operator: stack, interpolate, insert or identity (or a width operator: "
-                "then that width, with stacking), or ligo (with --pretrained_ligo_path)"})
+        "help": "depth operator: stack, interpolate, insert, identity or msg (or a width "
+                "operator: then that width, with stacking; msg: MSG's width and depth), or ligo "
+                "(with --pretrained_ligo_path)"})
     pretrained_ligo_path: str | None = field(default=None, metadata={
         "help": "--grow_scheme ligo: the output_dir of run_grow_distributed.py"})
     width_scheme: str | None = field(default=None, metadata={
-        "help": "width operator: net2net, bert2bert_fpi, bert2bert_aki, double, zero or random"})
+        "help": "width operator: net2net, bert2bert_fpi, bert2bert_aki, double, zero, random or "
+                "msg (MSG: trained with masks that ramp from 0 to 1, see --msg_ramp_steps)"})
+    msg_ramp_steps: int = field(default=100, metadata={
+        "help": "MSG (--grow_scheme or --width_scheme msg): the masks of the new structures go "
+                "from 0 (the source's function) to 1 over this many steps, then vanish"})
     insert_positions: list[int] | None = field(default=None, metadata={
         "help": "target indices of new layers for insert/identity (default: on top)"})
     insert_init: str = field(default="copy", metadata={"help": "insert: copy, random or copy_noise"})
@@ -298,6 +304,14 @@ class GrowthArguments:
         if self.pretrained_ligo_path and self.grow_scheme != "ligo":
             raise ValueError(f"--pretrained_ligo_path is given but --grow_scheme is "
                              f"{self.grow_scheme}; use --grow_scheme ligo")
+        if self.msg and self.grow_scheme not in ("msg", "stack"):
+            raise ValueError(f"--width_scheme msg fades new layers in on top of the stack: use "
+                             f"--grow_scheme msg or stack, not {self.grow_scheme}")
+
+    @property
+    def msg(self) -> bool:
+        """MSG: the grown model trains with masks over its new structures (ligo.train.msg)."""
+        return "msg" in (self.grow_scheme, self.width_scheme)
 
     @property
     def grows(self) -> bool:
@@ -379,6 +393,9 @@ class ScheduleArguments:
         "help": "re-warm the LR over this many steps after each staged-training growth"})
     reset_lr_scheduler: bool = field(default=False, metadata={
         "help": "after each staged-training growth, start the schedule over on the remaining steps"})
+    grow_heads_at: list[str] | None = field(default=None, metadata={
+        "help": "head growth at a fixed hidden size (LLaMA-style: the head size is its own): "
+                "STEP:HEADS,... e.g. 1000:8 (query heads; key/value heads keep the group size)"})
     grow_when: str | None = field(default=None, metadata={
         "help": "slope: grow automatically (staged training's optimal schedule)"})
     auto_growth: list[str] = field(default_factory=lambda: ["depth", "width"], metadata={
@@ -393,8 +410,8 @@ class ScheduleArguments:
         self.stage_epochs = _numbers(self.stage_epochs, float, "stage_epochs")
         self.restart_steps = _numbers(self.restart_steps, int, "restart_steps")
         self.auto_growth = [t for item in self.auto_growth for t in item.split(",") if t]
-        mechanisms = [name for name in ("stages", "insert_patches", "double_at", "grow_when")
-                      if getattr(self, name)]
+        mechanisms = [name for name in ("stages", "insert_patches", "double_at", "grow_when",
+                                        "grow_heads_at") if getattr(self, name)]
         if len(mechanisms) > 1:
             raise ValueError(f"choose one growth schedule, not {', '.join('--' + m for m in mechanisms)}")
         if self.stages:
@@ -441,6 +458,18 @@ class ScheduleArguments:
                 raise ValueError(f"--restart_steps has {len(self.restart_steps)} values for "
                                  f"{len(events)} --double_at events")
             self.double_at = events
+        if self.grow_heads_at:
+            events = []
+            for item in (t for raw in self.grow_heads_at for t in raw.split(",") if t):
+                step, _, heads = item.partition(":")
+                if not (step.isdigit() and heads.isdigit()):
+                    raise ValueError(f"--grow_heads_at: {item!r} is not STEP:HEADS (e.g. 1000:8)")
+                events.append((int(step), int(heads)))
+            if (any(b[0] <= a[0] or b[1] <= a[1] for a, b in zip(events, events[1:], strict=False))
+                    or events[0][0] < 1):
+                raise ValueError(f"--grow_heads_at steps must be positive and increase, and so "
+                                 f"must the head counts: {events}")
+            self.grow_heads_at = events
         if self.grow_when not in (None, "slope"):
             raise ValueError(f"--grow_when must be slope, not {self.grow_when!r}")
         if any(t not in ("depth", "width", "both") for t in self.auto_growth):
@@ -448,7 +477,8 @@ class ScheduleArguments:
 
     @property
     def active(self) -> bool:
-        return bool(self.stages or self.insert_patches or self.double_at or self.grow_when)
+        return bool(self.stages or self.insert_patches or self.double_at or self.grow_when
+                    or self.grow_heads_at)
 
 
 def _numbers(values, kind, name):
@@ -503,6 +533,10 @@ class LiGOArguments:
 
         if self.init_from_operator:
             depth, width = (list(self.init_from_operator) + [None])[:2]
+            if "msg" in (depth, width):
+                raise ValueError("--init_from_operator msg: MSG's weights compute the source's "
+                                 "function only under its training-time masks; start from "
+                                 "another operator")
             if depth not in DEPTH_OPERATORS or (width is not None and width not in WIDTH_OPERATORS):
                 raise ValueError(f"--init_from_operator {' '.join(self.init_from_operator)}: depth "
                                  f"one of {', '.join(DEPTH_OPERATORS)}, width one of "

@@ -67,6 +67,34 @@ def staged_event(step: int, what: str, config, args, max_steps: int,
                        reset_optimizer=reset_optimizer, segment=segment)
 
 
+def heads_events(grow_heads_at: list[tuple[int, int]], config, args,
+                 reset_optimizer: bool = False) -> list[GrowthEvent]:
+    """Head growth at a fixed hidden size: at each (step, heads), the query heads grow to
+    `heads` and the key/value heads with them (the group size kept); heads are copied with
+    their output projection divided by the copy counts (`bert2bert_fpi`: exact), AdamW moments
+    mapped, the LR schedule goes on where it was (re-warmed over --restart_warmup_steps)."""
+    head_dim = getattr(config, "head_dim", None)
+    if config.model_type != "llama" or not head_dim:
+        raise ValueError(f"--grow_heads_at grows heads at a fixed hidden size, which needs a head "
+                         f"size of its own (LLaMA's head_dim); in {config.model_type} the head "
+                         "size is hidden / heads: grow heads with the hidden size (--double_at "
+                         "width)")
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    group = config.num_attention_heads // kv_heads
+    events, heads = [], config.num_attention_heads
+    for step, target in grow_heads_at:
+        if target <= heads or target % group:
+            raise ValueError(f"--grow_heads_at {step}:{target}: the query heads must grow (now "
+                             f"{heads}) to a multiple of the group size {group} (query heads "
+                             "per key/value head)")
+        events.append(GrowthEvent(
+            step=step, changes={"num_attention_heads": target, "num_key_value_heads": target // group},
+            kind="heads", depth="stack", width="bert2bert_fpi", reset_optimizer=reset_optimizer,
+            segment={"start": step, "position": step, "rewarm": args.restart_warmup_steps}))
+        heads = target
+    return events
+
+
 def non_embedding_parameters(config) -> int:
     """N of the scaling laws: every parameter of the transformer layers."""
     from ligo.families import family_of
@@ -128,6 +156,10 @@ def plan_events(schedule, growth, config, max_steps: int, steps_per_epoch: int |
             layers += 1
         _check_steps(events, max_steps, "--insert_patches")
         return config, events, max_steps, None
+    if schedule.grow_heads_at:
+        events = heads_events(schedule.grow_heads_at, config, schedule, growth.reset_optimizer)
+        _check_steps(events, max_steps, "--grow_heads_at")
+        return config, events, max_steps, None  # --config_name is the first model
     current = config  # staged training: --config_name is the first model, doubled at each event
     for number, (step, what) in enumerate(schedule.double_at or []):
         position = schedule.restart_steps[number] if schedule.restart_steps else None

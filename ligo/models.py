@@ -45,7 +45,8 @@ def config_from_dict(values: dict, source: str | Path = "the config"):
             raise ValueError(f"{source}: {key} must be a positive whole number, not {value!r}")
     config = transformers.CONFIG_MAPPING[model_type].from_dict(values)
     family_of(config)  # only the families we describe
-    if config.hidden_size % config.num_attention_heads:
+    # LLaMA-style configs carry their own head size: hidden / heads need not be whole there
+    if config.hidden_size % config.num_attention_heads and not getattr(config, "head_dim", None):
         raise ValueError(f"{source}: hidden size {config.hidden_size} is not divisible by "
                          f"{config.num_attention_heads} attention heads")
     kv_heads = getattr(config, "num_key_value_heads", None)

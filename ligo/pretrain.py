@@ -33,11 +33,12 @@ from ligo.operators.learned import grow_with_operator
 from ligo.schedule import GrowthSchedule
 from ligo.slope import SlopeRule, auto_learning_rate
 from ligo.train import checkpoint
-from ligo.train.checkpoint import list_checkpoints, load_latest_valid
+from ligo.train.checkpoint import list_checkpoints, load_latest_valid, read_source_model
 from ligo.train.flops import training_flops_per_token
 from ligo.train.growth import grow_for_training
 from ligo.train.loop import Trainer
 from ligo.train.metrics import MetricsLogger, relative_to_unigram
+from ligo.train.msg import MSGMasks, MSGRamp
 from ligo.train.objective import LanguageModelingLoss
 from ligo.train.optim import LRSchedule, build_optimizer, build_scheduler, position_scheduler
 
@@ -70,7 +71,8 @@ def prepare_output_dir(args: TrainingArguments, identity: dict, info) -> None:
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise ValueError(f"{run_file} is not valid JSON ({error}); it is not a run "
                                  "this package wrote") from None
-            changed = sorted(k for k in identity if previous.get(k) != identity[k])
+            current = json.loads(json.dumps(identity))  # as it was recorded: tuples become lists
+            changed = sorted(k for k in current if previous.get(k) != current[k])
             if changed:
                 raise ValueError(f"--output_dir {out} holds a different run (differs in: "
                                  f"{', '.join(changed)}); use another folder")
@@ -178,9 +180,10 @@ def build_trainer(*, loss_module: torch.nn.Module, model: torch.nn.Module, setup
     """AdamW over `model`'s trainable parameters, its schedule, and the loop; resumed from
     the newest valid checkpoint with --should_continue. With a growth schedule
     (ligo.schedule.GrowthSchedule) the LR follows its piecewise schedule. `end_step`: the
-    run's length when a schedule plans it (default --max_steps)."""
+    run's length when a schedule plans it (default --max_steps). Another growth hook (MSG's
+    ramp) leaves the LR schedule as it is."""
     optimizer = optimizer_builder(train_args)(model)
-    if growth is not None:
+    if isinstance(growth, GrowthSchedule):
         scheduler = position_scheduler(optimizer, growth.lr, 0)
     else:
         scheduler = build_scheduler(optimizer, train_args.lr_scheduler_type,
@@ -315,6 +318,18 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
     else:
         model = build_model(config, family, model_args.model_name_or_path)
     model = model.to(info.device)
+    msg_ramp = None
+    if growth.msg:  # the masks go on before any wrapping: hooks on the bare HF modules
+        if info.tp_size > 1 or train_args.compile:
+            raise ValueError("MSG's masks cover whole heads and hidden units and change every "
+                             "step: run it without --tp_size and without --compile")
+        if growth.msg_ramp_steps >= max_steps:
+            raise ValueError(f"--msg_ramp_steps {growth.msg_ramp_steps} must end before the run "
+                             f"(--max_steps {max_steps}): the saved model is the one without masks")
+        small_config = read_source_model(growth.source_model_path)[0]
+        msg_ramp = MSGRamp(MSGMasks(model, small_config), growth.msg_ramp_steps)
+        log.info("MSG: masks over the new structures of %s, from 0 to 1 over %d steps",
+                 model_args.config_name, growth.msg_ramp_steps)
     # different dropout masks per data-parallel rank; the same within a tensor-parallel group,
     # whose ranks must drop the same entries of the activations they all hold
     torch.manual_seed(train_args.seed + info.dp_rank)
@@ -344,7 +359,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
     flops_per_token = flops(config)
     trainer = build_trainer(loss_module=make_loss(model), model=model, setup=setup,
                             train_args=train_args, info=info, flops_per_token=flops_per_token,
-                            map_optimizer_state=map_source_optimizer, growth=schedule_runtime,
+                            map_optimizer_state=map_source_optimizer,
+                            growth=schedule_runtime or msg_ramp,
                             end_step=max_steps)
     model = trainer.model  # a resumed schedule may have rebuilt it at a later stage
     if trainer.progress.step == 0:  # the operator's training is part of this run's cost
@@ -360,6 +376,9 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
              tokens * flops_per_token, " (before growth events)" if schedule.active else "")
 
     evaluation = trainer.fit() or trainer.evaluate()
+    if msg_ramp is not None and msg_ramp.masks.installed:
+        log.warning("MSG: the run ended at mask %.3f, before the ramp's end: the saved weights "
+                    "without masks are not the model that was evaluated", msg_ramp.masks.value)
     model, n_params = trainer.model, sum(p.numel() for p in trainer.model.parameters())
     if schedule_runtime is not None:
         growth_cost["events"] = schedule_runtime.fired

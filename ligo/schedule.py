@@ -98,9 +98,9 @@ class GrowthSchedule:
         if self.rule is not None:
             self.rule.since = len(self.rule.history)  # the new model's curve starts here
             self.rule.armed = False
-        log.info("step %d: grew (%s) to %d layers, hidden %d, %.1fM parameters; AdamW %s; "
-                 "LR %s", step, event.kind or event.depth, new_config.num_hidden_layers,
-                 new_config.hidden_size, n_params / 1e6,
+        log.info("step %d: grew (%s) to %d layers, hidden %d, %d heads, %.1fM parameters; "
+                 "AdamW %s; LR %s", step, event.kind or event.depth, new_config.num_hidden_layers,
+                 new_config.hidden_size, new_config.num_attention_heads, n_params / 1e6,
                  "reset" if event.reset_optimizer or event.depth == "ligo" else "moments mapped",
                  f"segment {event.segment}" if event.segment else "continues")
 

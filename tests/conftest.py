@@ -112,3 +112,25 @@ def torchrun(argv: list[str], script: str | None = "run_lm_distributed.py", npro
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return done
+
+
+@pytest.fixture
+def float64_rmsnorm(monkeypatch):
+    """transformers' LlamaRMSNorm computes in float32 whatever the model's dtype, which limits
+    a float64 comparison to ~1e-7; exactness checks compute the same formula in the input's
+    dtype instead."""
+    import torch
+    from transformers.models.llama import modeling_llama
+
+    def forward(self, hidden_states):
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+
+    monkeypatch.setattr(modeling_llama.LlamaRMSNorm, "forward", forward)
+
+
+@pytest.fixture
+def token_ids():
+    import torch
+
+    return torch.randint(5, 1000, (2, 16), generator=torch.Generator().manual_seed(0))

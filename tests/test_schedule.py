@@ -359,3 +359,44 @@ def test_staged_training_doubles_a_grouped_query_llama_and_saves_an_hf_model(tmp
     grown = AutoModelForCausalLM.from_pretrained(tmp_path / "staged")
     assert (grown.config.hidden_size, grown.config.num_hidden_layers) == (128, 4)
     assert (grown.config.num_attention_heads, grown.config.num_key_value_heads) == (8, 4)
+
+
+@pytest.mark.slow
+def test_a_head_growth_event_resumes_bit_exactly_and_keeps_the_hidden_size(tmp_path, small_corpus,
+                                                                           cache_dir):
+    """llama-tiny (hidden 64, 4 query / 2 key-value heads of size 16) grows to 8 / 4 heads at
+    step 3, hidden size unchanged; stopped at step 4 and resumed, it ends with the weights of
+    an uninterrupted run."""
+    from transformers import AutoModelForCausalLM
+
+    argv = lambda out, *extra: run_argv(tmp_path / out, "llama", small_corpus, cache_dir,  # noqa: E731
+                                        "--max_steps", "6", "--grow_heads_at", "3:8",
+                                        "--eval_steps", "100", "--ckpt_steps", "2",
+                                        "--learning_rate", "1e-3", *extra)
+    straight = main(argv("straight"))
+    assert [(e["step"], e["kind"]) for e in straight["growth_events"]] == [(3, "heads")]
+    first = main(argv("resumed", "--stop_after_steps", "4"))
+    assert first["step"] == 4 and not first["finished"]
+    main(argv("resumed", "--should_continue"))
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    grown = AutoModelForCausalLM.from_pretrained(tmp_path / "straight")
+    assert (grown.config.hidden_size, grown.config.head_dim) == (64, 16)
+    assert (grown.config.num_attention_heads, grown.config.num_key_value_heads) == (8, 4)
+
+
+def test_head_growth_is_refused_where_the_head_size_follows_the_hidden_size():
+    from ligo.config import GrowthArguments
+    from ligo.growth_plan import plan_events
+
+    schedule = ScheduleArguments(grow_heads_at=["2:4"])
+    with pytest.raises(ValueError, match="grow heads with the hidden size"):
+        plan_events(schedule, GrowthArguments(), load_config(CONFIGS / "gpt2-tiny.json"), 10)
+    llama = load_config(CONFIGS / "llama-tiny.json")  # 4 query / 2 key-value heads
+    with pytest.raises(ValueError, match="multiple of the group size 2"):
+        plan_events(ScheduleArguments(grow_heads_at=["2:7"]), GrowthArguments(), llama, 10)
+    with pytest.raises(ValueError, match="is not STEP:HEADS"):
+        ScheduleArguments(grow_heads_at=["2:x"])
+    with pytest.raises(ValueError, match="choose one growth schedule"):
+        ScheduleArguments(grow_heads_at=["2:8"], double_at=["4:width"])

@@ -83,4 +83,11 @@ def identity(layers: list[Layer], num_layers: int, positions: list[int] | None =
     return result
 
 
-DEPTH_OPERATORS = {"stack": stack, "interpolate": interpolate, "insert": insert, "identity": identity}
+def msg(layers: list[Layer], num_layers: int, **_) -> list[Layer]:
+    """MSG's depth growth (Yao et al. 2024): stacked copies, which MSG's layer masks
+    (ligo.train.msg) fade in from the identity; without the masks this is `stack`."""
+    return stack(layers, num_layers)
+
+
+DEPTH_OPERATORS = {"stack": stack, "interpolate": interpolate, "insert": insert, "identity": identity,
+                   "msg": msg}

@@ -24,9 +24,12 @@ matrix is the (undivided) input embedding. An untied decoder (LLaMA's lm_head, r
     double         staged training (Shen et al. 2022): every width exactly doubled, each unit
                    copied once, matrices block-diagonal [[W, 0], [0, W]] (copy k of a unit
                    reads only copy k of its inputs), the LayerNorm before the decoder halved
-    zero           masked growth (MSG-style): new units get fresh incoming weights and zero
-                   outgoing weights; new hidden dims start at zero
+    zero           new units get fresh incoming weights and zero outgoing weights; new hidden
+                   dims start at zero (MSG's idea without its masks: not exact when the hidden
+                   size grows, as LayerNorm then averages over the new zero dims)
     random         the source block kept, every new parameter from the target's initialiser
+    msg            `random`'s weights, to be trained with MSG's masks (ligo.train.msg), which
+                   make it exact at mask 0 for every width and depth change
 
 Exactness: LayerNorm (and RMSNorm) normalises over the hidden units, so duplicating hidden
 units preserves its statistics only when every unit has the same number of copies (H2 a
@@ -302,6 +305,12 @@ def random(roles: Roles, small_config, large_config, fresh: Roles = None, **_) -
     return _keep_source_block(roles, fresh, lambda role, tensor: tensor)
 
 
+def msg(roles: Roles, small_config, large_config, fresh: Roles = None, **_) -> Roles:
+    """MSG's width growth (Yao et al. 2024): new units at a fresh random init, which MSG's
+    masks (ligo.train.msg) fade in; without the masks this is `random`."""
+    return random(roles, small_config, large_config, fresh=fresh)
+
+
 WIDTH_OPERATORS = {"net2net": net2net, "bert2bert_fpi": bert2bert_fpi,
                    "bert2bert_aki": bert2bert_aki, "double": double, "zero": zero,
-                   "random": random}
+                   "random": random, "msg": msg}

@@ -116,6 +116,16 @@ def test_merge_averages_the_savings_of_two_seeds(tmp_path):
     assert "after-growth LR 0.001 (warmup 1, schedule over 1 steps)" in growth.markdown(alone)
 
 
+def test_ligo_steps_per_row_and_bad_values():
+    steps = growth.parse_ligo_steps(["100", "ligo_from_bert2bert=25"])
+    args = type("Args", (), {"ligo_steps": steps})
+    assert growth.ligo_steps(args, "ligo") == 100 and growth.ligo_steps(args, "ligo_from_bert2bert") == 25
+    assert growth.parse_ligo_steps(["ligo=7"]) == {"default": 100, "ligo": 7}
+    for bad in ("stack=5", "ligo=0", "x"):
+        with pytest.raises(SystemExit, match="error: --ligo_steps"):
+            growth.parse_ligo_steps([bad])
+
+
 @pytest.mark.slow
 def test_quick_benchmark_runs_every_method(tmp_path, shared_data):
     results = growth.main(["--quick", "--workdir", str(tmp_path / "work"),
@@ -158,3 +168,13 @@ def test_quick_llama_benchmark_grows_it_with_ligo(tmp_path, shared_data):
     operator = json.loads((tmp_path / "work" / "llama-seed1" / "ligo_operator" / "results.json")
                           .read_text())
     assert operator["eval_loss"] < operator["init_eval_loss"]
+    # an interrupted benchmark goes on: finished runs are kept and read back, not rerun
+    (tmp_path / "work" / "llama-seed1" / "ligo" / "results.json").unlink()
+    again = growth.main(["--preset", "llama", "--quick", "--methods", "ligo", "--reuse_finished",
+                         "--workdir", str(tmp_path / "work"),
+                         "--train_files", str(shared_data / "corpus" / "wiki.txt")])
+    seed = again["seeds"]["1"]
+    assert seed["reused_runs"] == ["scratch", "small"]
+    assert seed["runs"]["scratch"]["curve"] == runs["scratch"]["curve"]
+    losses = lambda run: [p["loss"] for p in run["curve"]]  # noqa: E731
+    assert losses(seed["runs"]["ligo"]) == losses(runs["ligo"])  # rerun: deterministic

@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from ligo.families import family_of
@@ -50,22 +49,3 @@ def saved_operator(family: str, folder):
 def logits(model, ids):
     with torch.no_grad():
         return model.eval()(input_ids=ids).logits
-
-
-@pytest.fixture
-def float64_rmsnorm(monkeypatch):
-    """transformers' LlamaRMSNorm computes in float32 whatever the model's dtype, which limits
-    a float64 comparison to ~1e-7; exactness checks compute the same formula in the input's
-    dtype instead."""
-    from transformers.models.llama import modeling_llama
-
-    def forward(self, hidden_states):
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
-
-    monkeypatch.setattr(modeling_llama.LlamaRMSNorm, "forward", forward)
-
-
-@pytest.fixture
-def token_ids():
-    return torch.randint(5, 1000, (2, 16), generator=torch.Generator().manual_seed(0))

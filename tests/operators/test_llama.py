@@ -227,3 +227,16 @@ def test_heads_grow_at_a_fixed_hidden_size_exactly(width, token_ids):
     big = grow(small, target, width=width, seed=1)
     assert big.model.layers[0].self_attn.q_proj.weight.shape == (128, 64)
     torch.testing.assert_close(logits(big, token_ids), logits(small, token_ids), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("width", ["bert2bert_fpi", "net2net"])
+def test_more_heads_at_a_fixed_hidden_size_are_exact(width, token_ids):
+    """4 query / 2 key-value heads -> 8 / 4 (and 12 / 6) at hidden 64, head size 16: each new
+    head copies a head of its group, attention-out's input columns divided by the copy counts."""
+    small = trained_like_model("llama", llama_config())
+    for heads in (8, 12):
+        target = llama_config(num_attention_heads=heads, num_key_value_heads=heads // 2)
+        big = grow(small, target, width=width, seed=5)
+        assert big.model.layers[0].self_attn.q_proj.weight.shape == (heads * 16, 64)
+        assert big.model.layers[0].self_attn.o_proj.weight.shape == (64, heads * 16)
+        torch.testing.assert_close(logits(big, token_ids), logits(small, token_ids), rtol=0, atol=1e-10)
