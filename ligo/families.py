@@ -212,17 +212,24 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+# Mistral (MistralForCausalLM) stores exactly LLaMA's parameters under the same names; its
+# sliding-window attention is a config setting that growth copies along
+FAMILIES["mistral"] = dataclasses.replace(FAMILIES["llama"], name="mistral",
+                                          model_class="MistralForCausalLM")
+LLAMA_STYLE = ("llama", "mistral")
+
 # `tie_word_embeddings: true` (small LLaMA-style models, e.g. Llama-3.2-1B): lm_head is the
 # input embedding, as in GPT-2, so growth treats it as GPT-2's tied decoder
-LLAMA_TIED = dataclasses.replace(
-    FAMILIES["llama"], keys={k: v for k, v in _llama_keys().items() if k != "head.weight"},
-    tied={"lm_head.weight": "embed.word"})
+TIED_VARIANTS = {name: dataclasses.replace(
+    FAMILIES[name], keys={k: v for k, v in _llama_keys().items() if k != "head.weight"},
+    tied={"lm_head.weight": "embed.word"}) for name in LLAMA_STYLE}
+LLAMA_TIED = TIED_VARIANTS["llama"]
 
 
 def family_of(config) -> Family:
     model_type = getattr(config, "model_type", None)
     if model_type not in FAMILIES:
         raise ValueError(f"unknown model type {model_type!r}; supported: {', '.join(FAMILIES)}")
-    if model_type == "llama" and getattr(config, "tie_word_embeddings", False):
-        return LLAMA_TIED
+    if model_type in TIED_VARIANTS and getattr(config, "tie_word_embeddings", False):
+        return TIED_VARIANTS[model_type]
     return FAMILIES[model_type]

@@ -74,7 +74,7 @@ def heads_events(grow_heads_at: list[tuple[int, int]], config, args,
     their output projection divided by the copy counts (`bert2bert_fpi`: exact), AdamW moments
     mapped, the LR schedule goes on where it was (re-warmed over --restart_warmup_steps)."""
     head_dim = getattr(config, "head_dim", None)
-    if config.model_type != "llama" or not head_dim:
+    if config.model_type not in ("llama", "mistral") or not head_dim:
         raise ValueError(f"--grow_heads_at grows heads at a fixed hidden size, which needs a head "
                          f"size of its own (LLaMA's head_dim); in {config.model_type} the head "
                          "size is hidden / heads: grow heads with the hidden size (--double_at "

@@ -13,7 +13,8 @@ SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"
 BERT_VOCAB = SHARED / "vocab" / "bert-base-uncased-vocab.txt"
 GPT2_BPE = SHARED / "vocab" / "gpt2"
 WIKI = SHARED / "corpus" / "wiki.txt"
-TOKENIZERS = {"bert": BERT_VOCAB, "roberta": GPT2_BPE, "gpt2": GPT2_BPE, "llama": GPT2_BPE}
+TOKENIZERS = {"bert": BERT_VOCAB, "roberta": GPT2_BPE, "gpt2": GPT2_BPE, "llama": GPT2_BPE,
+              "mistral": GPT2_BPE}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -121,12 +122,14 @@ def float64_rmsnorm(monkeypatch):
     dtype instead."""
     import torch
     from transformers.models.llama import modeling_llama
+    from transformers.models.mistral import modeling_mistral
 
     def forward(self, hidden_states):
         variance = hidden_states.pow(2).mean(-1, keepdim=True)
         return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
 
     monkeypatch.setattr(modeling_llama.LlamaRMSNorm, "forward", forward)
+    monkeypatch.setattr(modeling_mistral.MistralRMSNorm, "forward", forward)
 
 
 @pytest.fixture

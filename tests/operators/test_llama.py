@@ -240,3 +240,33 @@ def test_more_heads_at_a_fixed_hidden_size_are_exact(width, token_ids):
         assert big.model.layers[0].self_attn.q_proj.weight.shape == (heads * 16, 64)
         assert big.model.layers[0].self_attn.o_proj.weight.shape == (64, heads * 16)
         torch.testing.assert_close(logits(big, token_ids), logits(small, token_ids), rtol=0, atol=1e-10)
+
+
+def mistral_config(**changes):
+    import transformers
+
+    values = dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, vocab_size=1024, tie_word_embeddings=False,
+                  sliding_window=8)
+    return transformers.MistralConfig(**{**values, **changes})
+
+
+def test_mistral_shares_the_family_and_grows_exactly(token_ids, tmp_path):
+    """MistralForCausalLM: LLaMA's parameter names (its sliding window is a config setting,
+    here 8 tokens, shorter than the 16-token input, so it matters)."""
+    from transformers import AutoModelForCausalLM
+
+    small = trained_like_model("mistral", mistral_config())
+    family = family_of(small.config)
+    assert family.name == "mistral" and family.keys == FAMILIES["llama"].keys
+    roles = to_roles(small.state_dict(), family)
+    assert from_roles(roles, family).keys() == small.state_dict().keys()
+    target = mistral_config(num_hidden_layers=4, hidden_size=128, num_attention_heads=8,
+                            num_key_value_heads=4, intermediate_size=352)
+    for width in ("double", "bert2bert_fpi"):
+        big = grow(small, target, depth="identity", width=width, seed=1)
+        assert type(big).__name__ == "MistralForCausalLM" and big.config.sliding_window == 8
+        torch.testing.assert_close(logits(big, token_ids), logits(small, token_ids), rtol=0, atol=1e-10)
+    big.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float64)
+    torch.testing.assert_close(logits(loaded, token_ids), logits(big, token_ids), rtol=0, atol=0)
