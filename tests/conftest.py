@@ -137,3 +137,22 @@ def token_ids():
     import torch
 
     return torch.randint(5, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+
+
+def assert_resume_equals_straight(argv, stop_after: int) -> dict:
+    """Run `argv("straight")`; run `argv("resumed")` stopped after `stop_after` steps, then
+    resumed with --should_continue: both end with the same weights, bit for bit. Returns the
+    straight run's results."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ligo.pretrain import main
+
+    straight = main(argv("straight"))
+    first = main(argv("resumed", "--stop_after_steps", str(stop_after)))
+    assert first["step"] == stop_after and not first["finished"]
+    main(argv("resumed", "--should_continue"))
+    folder = lambda name: Path(argv(name)[argv(name).index("--output_dir") + 1])  # noqa: E731
+    a, b = load_file(folder("straight") / "model.safetensors"), load_file(folder("resumed") / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return straight

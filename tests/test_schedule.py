@@ -29,7 +29,7 @@ from ligo.slope import (
 from ligo.slope import main as schedule_main
 from ligo.train.checkpoint import load_checkpoint
 from ligo.train.optim import LRSchedule, build_optimizer, lr_multiplier, named_adam_state
-from tests.conftest import CONFIGS, run_argv, torchrun, write_config
+from tests.conftest import CONFIGS, assert_resume_equals_straight, run_argv, torchrun, write_config
 
 
 def records(folder, split="train"):
@@ -79,13 +79,7 @@ def test_resume_in_the_middle_of_stage_two_equals_uninterrupted(tmp_path, small_
                                         "--stages", "1,2", "--stage_steps", "4,4", "--eval_steps",
                                         "100", "--ckpt_steps", "100", "--learning_rate", "1e-3",
                                         *extra)
-    main(argv("straight"))
-    first = main(argv("resumed", "--stop_after_steps", "6"))
-    assert first["step"] == 6 and not first["finished"]
-    main(argv("resumed", "--should_continue"))
-    a = load_file(tmp_path / "straight" / "model.safetensors")
-    b = load_file(tmp_path / "resumed" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_equals_straight(argv, stop_after=6)
 
 
 def test_progressive_layer_insertion_puts_each_new_layer_at_its_index(tmp_path, small_corpus,
@@ -373,14 +367,8 @@ def test_a_head_growth_event_resumes_bit_exactly_and_keeps_the_hidden_size(tmp_p
                                         "--max_steps", "6", "--grow_heads_at", "3:8",
                                         "--eval_steps", "100", "--ckpt_steps", "2",
                                         "--learning_rate", "1e-3", *extra)
-    straight = main(argv("straight"))
+    straight = assert_resume_equals_straight(argv, stop_after=4)
     assert [(e["step"], e["kind"]) for e in straight["growth_events"]] == [(3, "heads")]
-    first = main(argv("resumed", "--stop_after_steps", "4"))
-    assert first["step"] == 4 and not first["finished"]
-    main(argv("resumed", "--should_continue"))
-    a = load_file(tmp_path / "straight" / "model.safetensors")
-    b = load_file(tmp_path / "resumed" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     grown = AutoModelForCausalLM.from_pretrained(tmp_path / "straight")
     assert (grown.config.hidden_size, grown.config.head_dim) == (64, 16)
     assert (grown.config.num_attention_heads, grown.config.num_key_value_heads) == (8, 4)

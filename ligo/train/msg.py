@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from ligo.families import family_of
+from ligo.models import ffn_size
+from ligo.operators.width import _head_size, _kv_heads
 
 log = logging.getLogger("ligo.msg")
 
@@ -37,20 +39,6 @@ LAYER_NORM_ROLES = ("ln_attn", "ln_ffn")
 
 def _module_path(key: str) -> str:
     return key.rsplit(".", 1)[0]  # "...LayerNorm.weight" -> "...LayerNorm"
-
-
-def _kv_heads(config) -> int:
-    return getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-
-
-def _head_size(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
-def _ffn(config) -> int:
-    from ligo.models import ffn_size
-
-    return ffn_size(config)
 
 
 class MSGMasks:
@@ -70,7 +58,7 @@ class MSGMasks:
         device = next(model.parameters()).device
         head = _head_size(config)
         sizes = {"hidden": (small_config.hidden_size, config.hidden_size),
-                 "ffn": (_ffn(small_config), _ffn(config)),
+                 "ffn": (ffn_size(small_config), ffn_size(config)),
                  "heads": (small_config.num_attention_heads * head, config.num_attention_heads * head),
                  "kv_heads": (_kv_heads(small_config) * head, _kv_heads(config) * head)}
         # a mask per kind of unit: 1 on the source's units, `value` on the new ones
