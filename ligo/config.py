@@ -84,6 +84,7 @@ RANGES = {
     "dist_timeout_minutes": POSITIVE, "insert_noise_std": NON_NEGATIVE,
     "width_noise_std": NON_NEGATIVE, "growth_seed": NON_NEGATIVE,
     "stage_ligo_steps": AT_LEAST_1, "msg_ramp_steps": AT_LEAST_1,
+    "layer_drop": FRACTION, "layer_drop_ramp_steps": NON_NEGATIVE, "token_drop": FRACTION,
     "stage_ligo_learning_rate": Range(0, 1, low_open=True),
     "initial_num_layers": AT_LEAST_1, "restart_warmup_steps": NON_NEGATIVE,
     "slope_window": Range(0, 1, low_open=True), "slope_smoothing": FRACTION,
@@ -218,6 +219,17 @@ class TrainingArguments:
         "help": "tensor-parallel degree T: each layer's projections split over T consecutive "
                 "ranks (attention heads must divide by T); the world size must divide by T, "
                 "and with more than T processes use --parallelism fsdp over the rest"})
+    layer_drop: float = field(default=0.0, metadata={
+        "help": "progressive layer dropping (Zhang & He 2020): at every step layer i of L is "
+                "skipped (not computed) with probability i/L x this rate, e.g. 0.5; "
+                "ligo.train.drop"})
+    layer_drop_ramp_steps: int = field(default=0, metadata={
+        "help": "--layer_drop's schedule: the rate rises as P (1 - exp(-step / this)), PLD's "
+                "time constant; 0: the full rate from the first step"})
+    token_drop: float = field(default=0.0, metadata={
+        "help": "token dropping (Hou et al. 2022): the middle layers skip this fraction of each "
+                "sequence's positions, labelled (masked) tokens kept first, e.g. 0.5; "
+                "ligo.train.drop"})
 
     def __post_init__(self):
         if not self.output_dir:
@@ -375,7 +387,8 @@ class ScheduleArguments:
     stage_epochs: list[str] | None = field(default=None, metadata={
         "help": "or epochs per stage, e.g. 1,1,3"})
     stage_operator: str = field(default="stack", metadata={
-        "help": "depth operator between stages: stack, interpolate or ligo"})
+        "help": "depth operator between stages: stack, interpolate, ligo or msg (new layers "
+                "faded in under MSG's masks over --msg_ramp_steps)"})
     stage_ligo_steps: int = field(default=100, metadata={
         "help": "--stage_operator ligo: operator training steps at each transition"})
     stage_ligo_learning_rate: float = 1e-3
@@ -426,8 +439,8 @@ class ScheduleArguments:
                                  f"{len(budgets)} values")
             if any(b <= 0 for b in budgets):
                 raise ValueError(f"stage budgets must be positive, not {budgets}")
-            if self.stage_operator not in ("stack", "interpolate", "ligo"):
-                raise ValueError(f"--stage_operator must be stack, interpolate or ligo, not "
+            if self.stage_operator not in ("stack", "interpolate", "ligo", "msg"):
+                raise ValueError(f"--stage_operator must be stack, interpolate, ligo or msg, not "
                                  f"{self.stage_operator!r}")
         if self.insert_patches:
             patches = []

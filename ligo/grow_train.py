@@ -73,6 +73,9 @@ def train_operator(model_args: ModelArguments, data_args: DataArguments,
         raise ValueError("LiGO operator training runs with --parallelism ddp, no --tp_size and "
                          "full checkpoints (the operator is small; the large model is only a "
                          "meta-device skeleton)")
+    if train_args.layer_drop or train_args.token_drop:
+        raise ValueError("--layer_drop and --token_drop act in the grown model's own training "
+                         "(run_lm_distributed.py --grow_scheme ligo ...), not in the operator's")
     if train_args.warmup_ratio is None:
         train_args.warmup_ratio = DEFAULT_WARMUP_RATIO
     options = ligo_args.options()

@@ -26,6 +26,9 @@ class GrowthEvent:
     segment: dict | None = None  # a new LR segment starting here (see LRSchedule)
     ligo_steps: int = 0  # depth == "ligo": operator training steps before materialising
     kind: str = ""  # depth, width, both, stage, insert: for logs and the restart constant
+    # MSG (ligo.train.msg): the new structures' masks ramp from 0 to 1 over this many steps
+    # after the event (0: no masks)
+    msg_ramp_steps: int = 0
 
     def target_config(self, config):
         new = copy.deepcopy(config)
@@ -50,15 +53,24 @@ def doubled(config, what: str) -> dict:
 
 
 def staged_event(step: int, what: str, config, args, max_steps: int,
-                 position: int | None = None, reset_optimizer: bool = False) -> GrowthEvent:
+                 position: int | None = None, reset_optimizer: bool = False,
+                 msg_ramp_steps: int = 0) -> GrowthEvent:
     """Staged training's doubling at `step`: width by `double` (block-diagonal, exact),
-    depth by identity layers interleaved after their source, AdamW moments mapped."""
+    depth by identity layers interleaved after their source, AdamW moments mapped. With
+    `msg_ramp_steps`, MSG's instead: random new units and layers stacked on top, under masks
+    that ramp from 0 (the same function) to 1 over that many steps."""
     layers = config.num_hidden_layers
     segment = {"start": step, "position": step if position is None else position,
                "rewarm": args.restart_warmup_steps}
     if args.reset_lr_scheduler:
         segment = {"start": step, "position": 0, "rewarm": 0,
                    "total": max_steps - step}
+    if msg_ramp_steps:
+        return GrowthEvent(step=step, changes=doubled(config, what), kind=what,
+                           depth="msg" if what in ("depth", "both") else "stack",
+                           width="msg" if what in ("width", "both") else None,
+                           reset_optimizer=reset_optimizer, segment=segment,
+                           msg_ramp_steps=msg_ramp_steps)
     return GrowthEvent(step=step, changes=doubled(config, what), kind=what,
                        depth="identity" if what in ("depth", "both") else "stack",
                        width="double" if what in ("width", "both") else None,
@@ -121,6 +133,14 @@ def plan_events(schedule, growth, config, max_steps: int, steps_per_epoch: int |
     before training starts."""
     events: list[GrowthEvent] = []
     config = copy.deepcopy(config)
+    msg_ramp = growth.msg_ramp_steps if growth.msg else 0
+    if growth.msg and not (schedule.double_at or schedule.stages):
+        raise ValueError("MSG in a growth schedule: with --double_at, or --stages with "
+                         "--stage_operator msg (not yet with --insert_patches, --grow_heads_at or "
+                         "--grow_when)")
+    if schedule.stages and growth.msg and schedule.stage_operator != "msg":
+        raise ValueError("--stages grows depth with --stage_operator; for MSG's masked layers "
+                         "give --stage_operator msg")
     if schedule.stages:
         if schedule.stage_epochs:
             if steps_per_epoch is None:
@@ -138,8 +158,10 @@ def plan_events(schedule, growth, config, max_steps: int, steps_per_epoch: int |
             events.append(GrowthEvent(
                 step=start, changes={"num_hidden_layers": target}, kind="stage",
                 depth=schedule.stage_operator, reset_optimizer=True, ligo_steps=schedule.stage_ligo_steps,
-                segment={"start": start, "position": 0, "rewarm": 0, "total": budget}))
+                segment={"start": start, "position": 0, "rewarm": 0, "total": budget},
+                msg_ramp_steps=growth.msg_ramp_steps if schedule.stage_operator == "msg" else 0))
             start += budget
+        _check_msg_ramps(events, start)
         return config, events, start, budgets[0]
     if schedule.insert_patches:
         config.num_hidden_layers = schedule.initial_num_layers or config.num_hidden_layers
@@ -164,10 +186,27 @@ def plan_events(schedule, growth, config, max_steps: int, steps_per_epoch: int |
     for number, (step, what) in enumerate(schedule.double_at or []):
         position = schedule.restart_steps[number] if schedule.restart_steps else None
         events.append(staged_event(step, what, current, schedule, max_steps, position,
-                                   growth.reset_optimizer))
+                                   growth.reset_optimizer, msg_ramp))
         current = events[-1].target_config(current)
     _check_steps(events, max_steps, "--double_at")
+    _check_msg_ramps(events, max_steps)
     return config, events, max_steps, None
+
+
+def _check_msg_ramps(events: list[GrowthEvent], max_steps: int) -> None:
+    """An MSG ramp must end (its masks removed) before the next event grows the model again,
+    and before the run ends (the saved model is the one without masks)."""
+    for event, following in zip(events, [*events[1:], None], strict=True):
+        if not event.msg_ramp_steps:
+            continue
+        end = event.step + event.msg_ramp_steps
+        if following is not None and following.step < end:
+            raise ValueError(f"--msg_ramp_steps {event.msg_ramp_steps}: the masks of the event at "
+                             f"step {event.step} would still ramp at the next event (step "
+                             f"{following.step}); shorten the ramp or space the events")
+        if end >= max_steps:
+            raise ValueError(f"--msg_ramp_steps {event.msg_ramp_steps}: the masks of the event at "
+                             f"step {event.step} must reach 1 before the run ends (step {max_steps})")
 
 
 def _check_steps(events: list[GrowthEvent], max_steps: int, flag: str) -> None:

@@ -34,6 +34,7 @@ from ligo.schedule import GrowthSchedule
 from ligo.slope import SlopeRule, auto_learning_rate
 from ligo.train import checkpoint
 from ligo.train.checkpoint import list_checkpoints, load_latest_valid, read_source_model
+from ligo.train.drop import Drops, LayerDrop, TokenDrop
 from ligo.train.flops import training_flops_per_token
 from ligo.train.growth import grow_for_training
 from ligo.train.loop import Trainer
@@ -249,11 +250,41 @@ def run_results(trainer: Trainer, evaluation: dict, **extra) -> dict:
             "unigram_loss": trainer.unigram_loss, **extra, **{f"eval_{k}": v for k, v in evaluation.items()}}
 
 
+def build_drops(train_args: TrainingArguments, info: distributed.DistInfo) -> Drops | None:
+    """--layer_drop / --token_drop (ligo.train.drop), refused where untested."""
+    if not (train_args.layer_drop or train_args.token_drop):
+        return None
+    if info.tp_size > 1 or train_args.parallelism != "ddp" or train_args.compile:
+        raise ValueError("--layer_drop and --token_drop change which layers and positions run at "
+                         "every step: use them with --parallelism ddp, without --tp_size and "
+                         "without --compile")
+    layer = (LayerDrop(rate=train_args.layer_drop, ramp_steps=train_args.layer_drop_ramp_steps,
+                       seed=train_args.seed) if train_args.layer_drop else None)
+    token = TokenDrop(rate=train_args.token_drop, seed=train_args.seed) if train_args.token_drop else None
+    return Drops(layer_drop=layer, token_drop=token)
+
+
 def pretrain(model_args: ModelArguments, data_args: DataArguments,
              train_args: TrainingArguments, growth: GrowthArguments,
              schedule: ScheduleArguments, info: distributed.DistInfo) -> dict:
     info = parallel.with_tensor_parallel(info, train_args.tp_size)
+    drops = build_drops(train_args, info)
     extra_identity = {}
+    if drops is not None:  # a resumed run must drop as the run did
+        extra_identity["drops"] = {"layer_drop": train_args.layer_drop, "token_drop": train_args.token_drop,
+                                   "layer_drop_ramp_steps": train_args.layer_drop_ramp_steps}
+    if growth.msg or (schedule.stages and schedule.stage_operator == "msg"):
+        if info.tp_size > 1 or train_args.compile or train_args.parallelism != "ddp":
+            raise ValueError("MSG's masks cover whole heads and hidden units and change every "
+                             "step: run it with --parallelism ddp, without --tp_size and without "
+                             "--compile (not tested with them)")
+        if not growth.grows and not schedule.active:
+            raise ValueError("MSG grows a trained model: give --source_model_path, or grow inside "
+                             "the run with --double_at (or --stages with --stage_operator msg)")
+        if not schedule.active and growth.msg_ramp_steps >= train_args.max_steps:
+            raise ValueError(f"--msg_ramp_steps {growth.msg_ramp_steps} must end before the run "
+                             f"(--max_steps {train_args.max_steps}): the saved model is the one "
+                             "without masks")
     if schedule.active:
         if train_args.parallelism != "ddp" and schedule.stages and schedule.stage_operator == "ligo":
             raise ValueError("--stage_operator ligo runs with --parallelism ddp for now (the "
@@ -264,6 +295,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
                              "--grow_when) starts from --config_name; it cannot be combined "
                              "with --source_model_path or --pretrained_ligo_path")
         extra_identity["schedule"] = {k: v for k, v in vars(schedule).items() if v}
+        if growth.msg or schedule.stage_operator == "msg":  # the ramp is part of the schedule
+            extra_identity["schedule"]["msg_ramp_steps"] = growth.msg_ramp_steps
         if not schedule.stage_epochs:  # check the events now, before anything is written
             plan_events(schedule, growth, load_config(model_args.config_name), train_args.max_steps)
     if growth.grows:
@@ -319,13 +352,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
         model = build_model(config, family, model_args.model_name_or_path)
     model = model.to(info.device)
     msg_ramp = None
-    if growth.msg:  # the masks go on before any wrapping: hooks on the bare HF modules
-        if info.tp_size > 1 or train_args.compile:
-            raise ValueError("MSG's masks cover whole heads and hidden units and change every "
-                             "step: run it without --tp_size and without --compile")
-        if growth.msg_ramp_steps >= max_steps:
-            raise ValueError(f"--msg_ramp_steps {growth.msg_ramp_steps} must end before the run "
-                             f"(--max_steps {max_steps}): the saved model is the one without masks")
+    if growth.msg and not schedule.active:  # the masks go on before any wrapping: hooks on the bare HF modules
         small_config = read_source_model(growth.source_model_path)[0]
         msg_ramp = MSGRamp(MSGMasks(model, small_config), growth.msg_ramp_steps)
         log.info("MSG: masks over the new structures of %s, from 0 to 1 over %d steps",
@@ -363,6 +390,10 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
                             growth=schedule_runtime or msg_ramp,
                             end_step=max_steps)
     model = trainer.model  # a resumed schedule may have rebuilt it at a later stage
+    trainer.drops = drops
+    if drops is not None:
+        log.info("%s (FLOPs count only what is computed)",
+                 drops.describe(model.config.num_hidden_layers, data_args.block_size))
     if trainer.progress.step == 0:  # the operator's training is part of this run's cost
         trainer.charge(flops=float(growth_cost.get("flops", 0.0)),
                        seconds=float(growth_cost.get("seconds", 0.0)))
@@ -376,6 +407,8 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
              tokens * flops_per_token, " (before growth events)" if schedule.active else "")
 
     evaluation = trainer.fit() or trainer.evaluate()
+    if schedule_runtime is not None and schedule_runtime.msg_ramp is not None:
+        msg_ramp = schedule_runtime.msg_ramp  # ended (--stop_at_eval_loss) inside a ramp
     if msg_ramp is not None and msg_ramp.masks.installed:
         log.warning("MSG: the run ended at mask %.3f, before the ramp's end: the saved weights "
                     "without masks are not the model that was evaluated", msg_ramp.masks.value)

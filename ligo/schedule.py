@@ -16,6 +16,7 @@ import torch
 from ligo.growth_plan import GrowthEvent, auto_event
 from ligo.models import config_from_dict, ffn_size, model_from_state
 from ligo.slope import STOP_SLOPE, SlopeRule
+from ligo.train.msg import MSGMasks, MSGRamp
 from ligo.train.optim import LRSchedule, position_scheduler
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,20 @@ class GrowthSchedule:
         self.growth_seed, self.ligo_lr = growth_seed, ligo_lr
         self.reset_optimizer = reset_optimizer  # for automatic events
         self.stop = False
+        # MSG: the masks of the last event's new structures while they ramp up, and the
+        # config grown from (what the masks are relative to)
+        self.msg_ramp: MSGRamp | None = None
+        self.msg_source: dict | None = None
 
     # ------------------------------------------------------------ deciding
     def after_step(self, trainer, logged: dict | None) -> GrowthEvent | None:
         """Called by the loop after every optimizer step (`logged`: the train values when
         this step logged them). Applies and returns the event due now, if any."""
         step = trainer.progress.step
+        if self.msg_ramp is not None:  # before any event: a ramp ends before the next event
+            self.msg_ramp.move_to(step)
+            if not self.msg_ramp.masks.installed:
+                self.msg_ramp, self.msg_source = None, None
         event = None
         if self.pending and self.pending[0].step == step:
             event = self.pending.pop(0)
@@ -67,7 +76,8 @@ class GrowthSchedule:
         from ligo.train.growth import grow_adam_state
 
         step = trainer.progress.step
-        new_config = event.target_config(trainer.model.config)
+        old_config = trainer.model.config
+        new_config = event.target_config(old_config)
         options = {"depth": event.depth, "width": event.width, "seed": self.growth_seed,
                    "depth_options": event.depth_options}
         mapped = None  # the grown model's AdamW state, when moments are mapped
@@ -85,6 +95,8 @@ class GrowthSchedule:
                 mapped = grow_adam_state(old_model, old_optimizer_state, new_model, template,
                                          **moment_options)
         new_model = new_model.to(trainer.info.device)
+        if event.msg_ramp_steps:  # on the bare model, before the loss module wraps it
+            self._start_msg(new_model, old_config, step, event.msg_ramp_steps)
         if event.segment is not None:
             self.lr.segments.append(event.segment)
         self._install(trainer, new_model, mapped)
@@ -103,6 +115,13 @@ class GrowthSchedule:
                  new_config.hidden_size, new_config.num_attention_heads, n_params / 1e6,
                  "reset" if event.reset_optimizer or event.depth == "ligo" else "moments mapped",
                  f"segment {event.segment}" if event.segment else "continues")
+
+    def _start_msg(self, model, source_config, start_step: int, ramp_steps: int,
+                   new_layers: list[int] | None = None) -> None:
+        self.msg_ramp = MSGRamp(MSGMasks(model, source_config, new_layers), ramp_steps, start_step)
+        self.msg_source = source_config.to_dict()
+        log.info("step %d: MSG masks over the new structures, from 0 to 1 over %d steps",
+                 start_step, ramp_steps)
 
     @staticmethod
     def _whole(trainer):
@@ -163,7 +182,10 @@ class GrowthSchedule:
 
     # ------------------------------------------------------------ checkpoints
     def state(self) -> dict:
-        return {"fired": self.fired, "segments": self.lr.segments,
+        msg = None
+        if self.msg_ramp is not None:
+            msg = {**self.msg_ramp.state()["msg"], "source_config": self.msg_source}
+        return {"fired": self.fired, "segments": self.lr.segments, "msg": msg,
                 "history": self.rule.history if self.rule else [],
                 "since": self.rule.since if self.rule else 0, "stop": self.stop,
                 "armed": self.rule.armed if self.rule else False}
@@ -189,6 +211,12 @@ class GrowthSchedule:
             self._install(trainer, model)
         else:
             trainer.set_scheduler(position_scheduler(trainer.optimizer, self.lr, step))
+        msg = state.get("msg")
+        if msg:  # mid-ramp: the masks back on the rebuilt model, where they were
+            source = config_from_dict(msg["source_config"], "the checkpoint's MSG source config")
+            self._start_msg(trainer.model, source, msg["start_step"], msg["ramp_steps"],
+                            msg["new_layers"])
+            self.msg_ramp.move_to(step)
 
 
 if __name__ == "__main__":  # the command line moved to ligo.slope; this name keeps working

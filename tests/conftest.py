@@ -156,3 +156,28 @@ def assert_resume_equals_straight(argv, stop_after: int) -> dict:
     a, b = load_file(folder("straight") / "model.safetensors"), load_file(folder("resumed") / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     return straight
+
+
+def assert_same_weights(first: Path, second: Path, atol: float = 0.0) -> None:
+    """The model.safetensors of two run folders hold the same tensors (to `atol`)."""
+    import torch
+    from safetensors.torch import load_file
+
+    a, b = load_file(Path(first) / "model.safetensors"), load_file(Path(second) / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=atol, msg=key)
+
+
+def assert_two_process_ddp_equals_one_process(argv, atol: float = 2e-6) -> None:
+    """`argv(name)` run in this process as "single", and under 2-process torchrun as "ddp" with
+    half the per-device batch (the same global batch): both save the same weights (to `atol`)."""
+    from ligo.pretrain import main
+
+    main(argv("single"))
+    ddp = argv("ddp")
+    index = ddp.index("--per_device_train_batch_size") + 1
+    ddp[index] = str(int(ddp[index]) // 2)
+    torchrun(ddp)
+    folder = lambda name: Path(argv(name)[argv(name).index("--output_dir") + 1])  # noqa: E731
+    assert_same_weights(folder("single"), folder("ddp"), atol)

@@ -29,7 +29,14 @@ from ligo.slope import (
 from ligo.slope import main as schedule_main
 from ligo.train.checkpoint import load_checkpoint
 from ligo.train.optim import LRSchedule, build_optimizer, lr_multiplier, named_adam_state
-from tests.conftest import CONFIGS, assert_resume_equals_straight, run_argv, torchrun, write_config
+from tests.conftest import (
+    CONFIGS,
+    assert_resume_equals_straight,
+    assert_same_weights,
+    run_argv,
+    torchrun,
+    write_config,
+)
 
 
 def records(folder, split="train"):
@@ -229,7 +236,7 @@ def test_auto_learning_rate():
     (dict(double_at=["10:deep"]), "is not STEP:depth|width|both"),
     (dict(double_at=["10:depth"], restart_steps=["1,2"]), "2 values for 1 --double_at"),
     (dict(stages=["1,2"], stage_steps=["1,1"], grow_when="slope"), "choose one growth schedule"),
-    (dict(stages=["1,2"], stage_steps=["1,1"], stage_operator="net2net"), "stack, interpolate or ligo"),
+    (dict(stages=["1,2"], stage_steps=["1,1"], stage_operator="net2net"), "stack, interpolate, ligo or msg"),
 ])
 def test_bad_schedules_are_named(flags, message):
     with pytest.raises(ValueError, match=message):
@@ -298,10 +305,7 @@ def test_two_process_ddp_across_a_growth_event_equals_one_process(tmp_path, smal
 
     main(argv("single", 8, 1))
     torchrun(argv("ddp", 2, 2))
-    a = load_file(tmp_path / "single" / "model.safetensors")
-    b = load_file(tmp_path / "ddp" / "model.safetensors")
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=0, atol=2e-6, msg=key)
+    assert_same_weights(tmp_path / "single", tmp_path / "ddp", atol=2e-6)
 
 
 def test_reset_lr_scheduler_starts_the_schedule_over_on_the_remaining_steps():

@@ -34,16 +34,25 @@ def model_dims(config) -> dict[str, int]:
             "ffn_matrices": 3 if "ffn_gate.weight" in family_of(config).keys else 2}
 
 
+def layer_forward_flops_per_token(config, seq_len: int) -> float:
+    """One transformer layer, per token of a sequence of `seq_len` tokens."""
+    d = model_dims(config)
+    h, f, a, kv = d["hidden"], d["ffn"], d["attention"], d["kv"]
+    return 2 * 2 * h * a + 2 * 2 * h * kv + 2 * 2 * seq_len * a + 2 * d["ffn_matrices"] * h * f
+
+
 def forward_flops_per_token(config, seq_len: int, head_fraction: float = 1.0,
                             head_transform: bool = False) -> float:
     d = model_dims(config)
-    h, f, a, kv = d["hidden"], d["ffn"], d["attention"], d["kv"]
-    per_layer = (2 * 2 * h * a + 2 * 2 * h * kv + 2 * 2 * seq_len * a
-                 + 2 * d["ffn_matrices"] * h * f)
-    head = 2 * h * d["vocab"] + (2 * h * h if head_transform else 0)
-    return d["layers"] * per_layer + head_fraction * head
+    head = 2 * d["hidden"] * d["vocab"] + (2 * d["hidden"] ** 2 if head_transform else 0)
+    return d["layers"] * layer_forward_flops_per_token(config, seq_len) + head_fraction * head
 
 
 def training_flops_per_token(config, seq_len: int, head_fraction: float = 1.0,
                              head_transform: bool = False) -> float:
     return 3 * forward_flops_per_token(config, seq_len, head_fraction, head_transform)
+
+
+def layer_training_flops_per_token(config, seq_len: int) -> float:
+    """Forward + backward of one layer per token: what skipping it saves (ligo.train.drop)."""
+    return 3 * layer_forward_flops_per_token(config, seq_len)

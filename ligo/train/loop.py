@@ -20,6 +20,7 @@ from ligo.data.blocks import BatchOrder, TokenBlocks
 from ligo.data.collators import IGNORE_INDEX
 from ligo.data.unigram import unigram_cross_entropy, unigram_log_probabilities
 from ligo.train import checkpoint
+from ligo.train.drop import Drops, StepDrops
 from ligo.train.metrics import MetricsLogger, format_line
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,8 @@ class Trainer:
     # the run ends after this step (default --max_steps); --stop_at_eval_loss and the
     # automatic schedule's stop move it earlier; the LR schedule keeps the full budget
     end_step: int | None = None
+    # layer drop / token drop (ligo.train.drop) in the model's own steps, not in train_other's
+    drops: Drops | None = None
 
     def __post_init__(self):
         args, info = self.args, self.info
@@ -124,14 +127,18 @@ class Trainer:
         """This rank's micro-batches of global batch `step` (the same on the ranks of a
         tensor-parallel group)."""
         blocks, keys = self.order.global_indices(step)
-        size, world = self.args.per_device_train_batch_size, self.info.dp_size
         batches = []
         for micro in range(self.args.gradient_accumulation_steps):
-            start = (micro * world + self.info.dp_rank) * size
-            part = slice(start, start + size)
+            part = self.micro_rows(micro)
             batch = self.collator(self.train_blocks.batch(blocks[part]), keys[part])
             batches.append({k: v.to(self.info.device, non_blocking=True) for k, v in batch.items()})
         return batches
+
+    def micro_rows(self, micro: int) -> slice:
+        """The rows of the global batch that micro-batch `micro` of this rank holds."""
+        size = self.args.per_device_train_batch_size
+        start = (micro * self.info.dp_size + self.info.dp_rank) * size
+        return slice(start, start + size)
 
     def label_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         labels = batch["labels"]
@@ -175,11 +182,19 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
-        return self._train_step(step, self.loss_module, self.model, self.optimizer, self.scheduler)
+        plan = None
+        if self.drops is not None:
+            plan = self.drops.for_step(step, self.model.config.num_hidden_layers,
+                                       self.global_batch, self.train_blocks.block_size)
+        return self._train_step(step, self.loss_module, self.model, self.optimizer,
+                                self.scheduler, plan)
 
-    def _train_step(self, step: int, loss_module, model, optimizer, scheduler) -> dict[str, torch.Tensor]:
+    def _train_step(self, step: int, loss_module, model, optimizer, scheduler,
+                    plan: StepDrops | None = None) -> dict[str, torch.Tensor]:
         loss_module.train()
         batches = self.micro_batches(step)
+        layers_path = self.bare_loss.family.layers_path
+        skipped = plan.skipped_parameters(model, layers_path) if plan else []
         global_tokens = distributed.all_reduce_sum(
             torch.stack([self.label_tokens(b) for b in batches]).sum().double(), self.info)
         # DDP / FSDP average gradients over the data-parallel ranks; multiplying by their
@@ -190,10 +205,17 @@ class Trainer:
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
             with parallel.no_sync(loss_module, model, last or not self.info.enabled):
-                with self.autocast():
+                dropping = (plan.applied(model, layers_path, batch["labels"], self.micro_rows(index))
+                            if plan else contextlib.nullcontext())
+                with self.autocast(), dropping:
                     out = loss_module(batch["input_ids"], batch["labels"])
-                self.scaler.scale(out["loss_sum"] * scale.to(out["loss_sum"].dtype)).backward()
+                loss = out["loss_sum"] * scale.to(out["loss_sum"].dtype)
+                if skipped and self.info.enabled:  # DDP waits for every parameter's gradient
+                    loss = loss + 0.0 * sum(p.sum() for p in skipped)
+                self.scaler.scale(loss).backward()
             loss_sum += out["loss_sum"].detach().double()
+        for p in skipped:  # no gradient, as without DDP: AdamW leaves a skipped layer alone
+            p.grad = None
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
         self.scaler.unscale_(optimizer)
         grad_norm = parallel.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
@@ -201,7 +223,10 @@ class Trainer:
         self.scaler.update()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        return {"loss_sum": loss_sum, "label_tokens": global_tokens, "grad_norm": grad_norm, "lr": lr}
+        saved = (plan.saved_flops_per_token(model.config, self.train_blocks.block_size)
+                 if plan else 0.0)
+        return {"loss_sum": loss_sum, "label_tokens": global_tokens, "grad_norm": grad_norm,
+                "lr": lr, "saved_flops_per_token": saved}
 
     # ---------------------------------------------------------------- evaluation
     def eval_blocks(self) -> int:
@@ -305,7 +330,8 @@ class Trainer:
             seconds = time.perf_counter() - start
             self.progress.step += 1
             self.progress.tokens += tokens_per_step
-            self.progress.flops += tokens_per_step * self.flops_per_token
+            # what was computed: layer drop and token drop (ligo.train.drop) compute less
+            self.progress.flops += tokens_per_step * (self.flops_per_token - out["saved_flops_per_token"])
             self.progress.seconds += seconds
             steps_this_process += 1
             interval["loss_sum"] += out["loss_sum"].item()

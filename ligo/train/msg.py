@@ -191,10 +191,11 @@ class MSGRamp:
         return min(1.0, max(0, step - self.start_step) / self.ramp_steps)
 
     def after_step(self, trainer, logged) -> None:
-        self._move_to(trainer.progress.step)
+        self.move_to(trainer.progress.step)
         return None  # not a growth event
 
-    def _move_to(self, step: int) -> None:
+    def move_to(self, step: int) -> None:
+        """The masks where they are after `step` optimizer steps (removed at 1)."""
         if not self.masks.installed:
             return
         value = self.value_at(step)
@@ -216,4 +217,4 @@ class MSGRamp:
             raise ValueError(f"the checkpoint's MSG ramp ({msg['ramp_steps']} steps from step "
                              f"{msg['start_step']}) is not this run's ({self.ramp_steps} from "
                              f"{self.start_step}); resume with the same --msg_ramp_steps")
-        self._move_to(step)
+        self.move_to(step)

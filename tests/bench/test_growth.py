@@ -98,6 +98,16 @@ def test_merge_averages_the_savings_of_two_seeds(tmp_path):
     assert len(merged["commands"]) == 2
     with pytest.raises(SystemExit, match="seed 1"):
         growth.merge([files[0], files[0]])
+    # a row's own settings matter only between files that ran that row
+    dropping = seed_results(5, 5.0, 80)
+    dropping["setup"]["token_drop"] = 0.5
+    dropping["seeds"]["5"]["runs"]["ligo_token_drop"] = dropping["seeds"]["5"]["runs"]["stack"]
+    (tmp_path / "dropping.json").write_text(json.dumps(dropping))
+    assert growth.merge([files[0], tmp_path / "dropping.json"])["setup"]["token_drop"] == 0.5
+    dropping["setup"]["token_drop"], dropping["seeds"]["6"] = 0.25, dropping["seeds"].pop("5")
+    (tmp_path / "dropping2.json").write_text(json.dumps(dropping))
+    with pytest.raises(SystemExit, match="with token_drop 0.25"):
+        growth.merge([tmp_path / "dropping.json", tmp_path / "dropping2.json"])
     other = seed_results(3, 5.0, 80)
     other["setup"]["steps"] = 99
     (tmp_path / "other.json").write_text(json.dumps(other))
@@ -134,6 +144,13 @@ def test_quick_benchmark_runs_every_method(tmp_path, shared_data):
     assert set(runs) == set(growth.METHODS)
     assert runs["ligo"]["results"]["growth_flops"] > 0
     assert runs["progressive"]["growth_at"]["flops"]  # a marker at the stage change
+    # the drop rows reuse the ligo row's operator and compute less per step after growth
+
+    def per_step(method):
+        results = runs[method]["results"]
+        return (results["flops"] - results["growth_flops"]) / results["step"]
+    assert runs["ligo_token_drop"]["results"]["growth_flops"] == runs["ligo"]["results"]["growth_flops"]
+    assert per_step("ligo_token_drop") < per_step("ligo") and per_step("ligo_layer_drop") < per_step("ligo")
     unigram = runs["scratch"]["results"]["unigram_loss"]
     assert all(p["below_unigram"] == pytest.approx(unigram - p["loss"]) for p in runs["stack"]["curve"])
     saved = json.loads((tmp_path / "work" / "growth_quick.json").read_text())

@@ -2,6 +2,8 @@
 for every family and every kind of growth (hidden size, FFN units, heads, key/value heads,
 layers), in float64 with every parameter perturbed; at mask 1 the masks are the identity and
 removing them leaves an ordinary HF model."""
+import math
+
 import pytest
 import torch
 
@@ -109,21 +111,18 @@ def msg_argv(tmp_path, out, source, corpus, cache, *extra):
 @pytest.mark.slow
 def test_an_msg_run_resumes_mid_ramp_exactly_and_saves_an_ordinary_model(
         tmp_path, small_run, small_corpus, cache_dir, caplog):
-    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     from ligo.pretrain import main
+    from tests.conftest import assert_resume_equals_straight
 
     source = small_run("gpt2")
-    with caplog.at_level("INFO", logger="ligo"):
-        straight = main(msg_argv(tmp_path, "straight", source, small_corpus, cache_dir))
+    with caplog.at_level("INFO", logger="ligo"):  # resumed after step 2: at mask 0.5
+        straight = assert_resume_equals_straight(
+            lambda out, *extra: msg_argv(tmp_path, out, source, small_corpus, cache_dir, *extra),
+            stop_after=2)
     assert straight["finished"]
     assert any("masks reached 1 at step 4" in r.getMessage() for r in caplog.records)
-    first = main(msg_argv(tmp_path, "resumed", source, small_corpus, cache_dir, "--stop_after_steps", "2"))
-    assert not first["finished"] and first["step"] == 2  # stopped at mask 0.5
-    main(msg_argv(tmp_path, "resumed", source, small_corpus, cache_dir, "--should_continue"))
-    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "straight")
     assert loaded.config.n_embd == 128 and loaded.config.n_layer == 4
     with pytest.raises(ValueError, match="must end before the run"):
@@ -132,16 +131,73 @@ def test_an_msg_run_resumes_mid_ramp_exactly_and_saves_an_ordinary_model(
 
 @pytest.mark.slow
 def test_two_process_ddp_through_the_ramp_equals_one_process(tmp_path, small_run, small_corpus, cache_dir):
-    from safetensors.torch import load_file
-
-    from ligo.pretrain import main
-    from tests.conftest import torchrun
+    from tests.conftest import assert_two_process_ddp_equals_one_process
 
     source = small_run("gpt2")
-    main(msg_argv(tmp_path, "single", source, small_corpus, cache_dir))
-    argv = msg_argv(tmp_path, "ddp", source, small_corpus, cache_dir)
-    argv[argv.index("--per_device_train_batch_size") + 1] = "4"  # 2 processes x 4 = 8
-    torchrun(argv)
-    a, b = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "ddp" / "model.safetensors")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=2e-6, msg=key)
+    assert_two_process_ddp_equals_one_process(
+        lambda out: msg_argv(tmp_path, out, source, small_corpus, cache_dir))
+
+
+def schedule_argv(tmp_path, corpus, cache):
+    from tests.conftest import run_argv, write_config
+
+    config = write_config(tmp_path, "gpt2", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+
+    def argv(name, *extra):
+        return run_argv(tmp_path / name, "gpt2", corpus, cache, "--max_steps", "8",
+                        "--eval_steps", "100", "--ckpt_steps", "2", "--logging_steps", "1",
+                        "--learning_rate", "1e-3", *extra, config=config)
+    return argv
+
+
+def train_losses(run_dir):
+    import json
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {row["step"]: row["loss"] for row in rows if row["split"] == "train"}
+
+
+@pytest.mark.slow
+def test_an_msg_doubling_inside_a_schedule_keeps_the_loss_and_resumes_exactly(
+        tmp_path, small_corpus, cache_dir, caplog):
+    """gpt2-tiny doubles depth and width at step 3 under MSG's masks (ramp: 2 steps): step 4,
+    the first of the grown model, has the loss the ungrown model has on that batch; stopped
+    mid-ramp and resumed, the run ends as an uninterrupted one, an ordinary model."""
+    from transformers import AutoModelForCausalLM
+
+    from ligo.pretrain import main
+    from tests.conftest import assert_resume_equals_straight
+
+    argv = schedule_argv(tmp_path, small_corpus, cache_dir)
+    msg = ("--double_at", "3:both", "--width_scheme", "msg", "--msg_ramp_steps", "2")
+    with caplog.at_level("INFO", logger="ligo"):
+        straight = assert_resume_equals_straight(lambda name, *extra: argv(name, *msg, *extra),
+                                                 stop_after=4)
+    assert [(e["step"], e["kind"]) for e in straight["growth_events"]] == [(3, "both")]
+    assert any("masks reached 1 at step 5" in r.getMessage() for r in caplog.records)
+    main(argv("plain", "--max_steps", "8", "--stop_after_steps", "4"))  # no growth, same LR curve
+    grown, plain = train_losses(tmp_path / "straight"), train_losses(tmp_path / "plain")
+    assert [grown[s] for s in (1, 2, 3)] == [plain[s] for s in (1, 2, 3)]
+    assert grown[4] == pytest.approx(plain[4], abs=2e-5)  # the grown model at mask 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "straight")
+    assert (model.config.n_layer, model.config.n_embd) == (4, 128)
+    with pytest.raises(ValueError, match="would still ramp at the next event"):
+        main(argv("close", "--double_at", "3:width,4:depth", "--width_scheme", "msg",
+                  "--msg_ramp_steps", "2"))
+    with pytest.raises(ValueError, match="MSG in a growth schedule: with --double_at"):
+        main(argv("heads", "--grow_when", "slope", "--width_scheme", "msg"))
+
+
+@pytest.mark.slow
+def test_progressive_stacking_with_msg_stages(tmp_path, small_corpus, cache_dir):
+    from ligo.pretrain import main
+
+    argv = schedule_argv(tmp_path, small_corpus, cache_dir)
+    results = main(argv("stages", "--stages", "1,2", "--stage_steps", "3,5",
+                        "--stage_operator", "msg", "--msg_ramp_steps", "2"))
+    assert results["finished"] and [e["kind"] for e in results["growth_events"]] == ["stage"]
+    losses = train_losses(tmp_path / "stages")
+    assert all(math.isfinite(v) for v in losses.values())
+    with pytest.raises(ValueError, match="must reach 1 before the run ends"):
+        main(argv("late", "--stages", "1,2", "--stage_steps", "3,5", "--stage_operator", "msg",
+                  "--msg_ramp_steps", "5"))
