@@ -19,6 +19,10 @@ sequence length, optimizer, evaluation set and seed; the runs are ordinary
     ligo_from_stack  the same, its operator initialised exactly as `stack` (stack +
                   bert2bert_fpi: --init_from_operator), so it starts at the source's loss
     ligo_from_bert2bert  the same, initialised exactly as `bert2bert` (stack + bert2bert_aki)
+    ligo_layer_drop  the `ligo` row's operator, then pretraining with progressive layer
+                  dropping (--layer_drop, --layer_drop_ramp_steps; ligo.train.drop)
+    ligo_token_drop  the `ligo` row's operator, then pretraining with token dropping
+                  (--token_drop: the middle layers skip that fraction of the positions)
     progressive   progressive stacking from scratch at the target width: half depth, then full
     pli           progressive layer insertion from half depth, a layer at a time
     staged        staged training from the source config, automatic (slope) schedule
@@ -95,12 +99,19 @@ PRESETS = {
                        grown_warmup=0, eval_steps=2000, batch=256, block=128),
 }
 METHODS = ("scratch", "small", "stack", "interpolate", "bert2bert", "double", "zero", "msg", "ligo",
-           "ligo_from_stack", "ligo_from_bert2bert", "progressive", "pli", "staged")
+           "ligo_from_stack", "ligo_from_bert2bert", "ligo_layer_drop", "ligo_token_drop",
+           "progressive", "pli", "staged")
 # how each LiGO row's operator starts: the paper's init, or exactly where a fixed operator ends
 LIGO_INITS = {"ligo": ["--fuse_init_scheme", "stackbert_noisy", "rand"],
               "ligo_from_stack": ["--init_from_operator", "stack", "bert2bert_fpi"],
               "ligo_from_bert2bert": ["--init_from_operator", "stack", "bert2bert_aki"]}
-REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", "msg", *LIGO_INITS}  # grown from `small`
+# LiGO (the `ligo` row's operator, shared) trained on with compute-saving drops afterwards
+DROP_ROWS = ("ligo_layer_drop", "ligo_token_drop")
+REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", "msg", *LIGO_INITS,
+         *DROP_ROWS}  # grown from `small`
+# settings of single rows: files merge whatever these are, unless both ran the row
+ROW_SETTINGS = {"msg_ramp_steps": ("msg",), "layer_drop": ("ligo_layer_drop",),
+                "layer_drop_ramp_steps": ("ligo_layer_drop",), "token_drop": ("ligo_token_drop",)}
 # the methods of the LiGO paper's comparison: run with every seed (--seeds); others once
 CORE_METHODS = ("scratch", "small", "stack", "bert2bert", "ligo")
 # scratch must end at least this far below the eval set's unigram line, or nothing was learned
@@ -196,13 +207,19 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
             "--config_name", target, "--grow_scheme", depth, "--width_scheme", width]
         if method == "msg":
             argv += ["--msg_ramp_steps", str(getattr(args, "msg_ramp_steps", 100))]
-    elif method in LIGO_INITS:
-        operator_dir = operator_dir or work / f"{method}_operator"
+    elif method in LIGO_INITS or method in DROP_ROWS:
+        init = "ligo" if method in DROP_ROWS else method
+        operator_dir = operator_dir or work / f"{init}_operator"
         if not (operator_dir / "ligo_operator.pt").is_file():
-            grow_main(operator_flags(args, seed, operator_dir, small_dir, method) + LIGO_INITS[method])
+            grow_main(operator_flags(args, seed, operator_dir, small_dir, init) + LIGO_INITS[init])
         argv = common + grown_lr + grown_steps + ["--config_name", target, "--grow_scheme", "ligo",
                                             "--source_model_path", str(small_dir),
                                             "--pretrained_ligo_path", str(operator_dir)]
+        if method == "ligo_layer_drop":
+            argv += ["--layer_drop", str(args.layer_drop),
+                     "--layer_drop_ramp_steps", str(args.layer_drop_ramp_steps)]
+        elif method == "ligo_token_drop":
+            argv += ["--token_drop", str(args.token_drop)]
     elif method == "progressive":
         first = r["steps"] // 3
         argv = common + scratch_lr + ["--config_name", target, "--stages", f"{half},{_layers(target)}",
@@ -399,13 +416,24 @@ def merge(files: list[Path]) -> dict:
     for results in loaded:  # files from before --grown_steps: their grown runs ran --steps
         results["setup"].setdefault("grown_steps", results["setup"]["steps"])
     first = loaded[0]
-    ignore = ("seeds", "quick")
+    ignore = ("seeds", "quick", *ROW_SETTINGS)
     for other, name in zip(loaded[1:], files[1:], strict=True):
         differs = sorted(k for k in set(first["setup"]) | set(other["setup"])
                          if k not in ignore and first["setup"].get(k) != other["setup"].get(k))
         if differs:
             raise SystemExit(f"error: {name} was run with a different setup ({', '.join(differs)}) "
                              f"than {files[0]}; merge only seeds of one preset and recipe")
+    # a row's own settings must agree among the files that ran that row (and only there)
+    row_settings = {}
+    for results, name in zip(loaded, files, strict=True):
+        ran = {m for run in results["seeds"].values() for m in run["runs"]}
+        for key, rows in ROW_SETTINGS.items():
+            if ran & set(rows) and key in results["setup"]:
+                seen = row_settings.setdefault(key, (results["setup"][key], name))
+                if seen[0] != results["setup"][key]:
+                    raise SystemExit(f"error: {name} ran {'/'.join(rows)} with {key} "
+                                     f"{results['setup'][key]}, {seen[1]} with {seen[0]}; merge "
+                                     "only seeds of one recipe")
     seeds, commands = {}, []
     for results, name in zip(loaded, files, strict=True):
         for seed, run in results["seeds"].items():
@@ -414,8 +442,10 @@ def merge(files: list[Path]) -> dict:
                                  "merge each seed once")
             seeds[seed] = run
         commands += results.get("commands", [])
+    setup = {k: v for k, v in first["setup"].items() if k not in ROW_SETTINGS}
+    setup.update({key: value for key, (value, _) in row_settings.items()})
     merged = {**first, "commands": commands, "seeds": seeds,
-              "setup": {**first["setup"], "seeds": sorted(seeds, key=int)}}
+              "setup": {**setup, "seeds": sorted(seeds, key=int)}}
     merged["summary"] = aggregate(seeds)
     return merged
 
@@ -702,6 +732,12 @@ def main(argv: list[str] | None = None) -> dict:
                              "(e.g. 100 ligo_from_bert2bert=25)")
     parser.add_argument("--ligo_learning_rate", type=float, default=1e-3)
     parser.add_argument("--msg_ramp_steps", type=int, default=100, help="the msg row's mask ramp")
+    parser.add_argument("--layer_drop", type=float, default=0.5,
+                        help="ligo_layer_drop: the deepest layer's drop probability (PLD's 0.5)")
+    parser.add_argument("--layer_drop_ramp_steps", type=int, default=100,
+                        help="ligo_layer_drop: PLD's time constant of the rate's rise")
+    parser.add_argument("--token_drop", type=float, default=0.5,
+                        help="ligo_token_drop: the fraction of positions the middle layers skip")
     parser.add_argument("--reuse_finished", action="store_true",
                         help="keep the finished runs already in a seed's folder instead of "
                              "starting it afresh (an interrupted benchmark goes on; the runs "
@@ -766,6 +802,7 @@ def main(argv: list[str] | None = None) -> dict:
             args.target = str(work / "quick_target.json")
             Path(args.target).write_text(json.dumps({**values, **wide}))
         args.steps, args.small_steps, args.ligo_steps, args.msg_ramp_steps = 24, 24, 4, 4
+        args.layer_drop_ramp_steps = 4
         args.eval_steps, args.eval_max_batches, args.batch_size, args.block_size = 6, 2, 8, 64
         args.warmup_steps, args.grown_warmup_steps, args.bf16, args.glue = 4, 2, "false", False
         family = PRESETS[args.preset]["family"]  # the published vocabulary: no tokenizer training
@@ -805,7 +842,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "grown_learning_rate": r["grown_lr"], "grown_warmup_steps": r["grown_warmup"],
                   "grown_steps": r["grown_steps"],
                   "ligo_steps": args.ligo_steps, "ligo_learning_rate": args.ligo_learning_rate,
-                  "msg_ramp_steps": args.msg_ramp_steps,
+                  "msg_ramp_steps": args.msg_ramp_steps, "layer_drop": args.layer_drop,
+                  "layer_drop_ramp_steps": args.layer_drop_ramp_steps, "token_drop": args.token_drop,
                   "eval_steps": r["eval_steps"], "eval_max_batches": args.eval_max_batches,
                   "tokenizer": str(r["tokenizer"]) if r["tokenizer"] else
                   f"trained on the corpus ({_config(_config_path(r['target']))['vocab_size']} tokens)",
