@@ -196,7 +196,7 @@ def plan_events(schedule, growth, config, max_steps: int, steps_per_epoch: int |
 def _check_msg_ramps(events: list[GrowthEvent], max_steps: int) -> None:
     """An MSG ramp must end (its masks removed) before the next event grows the model again,
     and before the run ends (the saved model is the one without masks)."""
-    for event, following in zip(events, [*events[1:], None], strict=True):
+    for event, following in zip(events, [*events[1:], None], strict=False):
         if not event.msg_ramp_steps:
             continue
         end = event.step + event.msg_ramp_steps
