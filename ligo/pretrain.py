@@ -250,14 +250,20 @@ def run_results(trainer: Trainer, evaluation: dict, **extra) -> dict:
             "unigram_loss": trainer.unigram_loss, **extra, **{f"eval_{k}": v for k, v in evaluation.items()}}
 
 
+def require_plain_ddp(train_args: TrainingArguments, info: distributed.DistInfo, what: str) -> None:
+    """`what` (a feature that changes the computed model from step to step) is tested with
+    plain DDP only: refused under FSDP, tensor parallelism and torch.compile."""
+    if info.tp_size > 1 or train_args.parallelism != "ddp" or train_args.compile:
+        raise ValueError(f"{what}: run it with --parallelism ddp, without --tp_size and without "
+                         "--compile (not tested with them)")
+
+
 def build_drops(train_args: TrainingArguments, info: distributed.DistInfo) -> Drops | None:
     """--layer_drop / --token_drop (ligo.train.drop), refused where untested."""
     if not (train_args.layer_drop or train_args.token_drop):
         return None
-    if info.tp_size > 1 or train_args.parallelism != "ddp" or train_args.compile:
-        raise ValueError("--layer_drop and --token_drop change which layers and positions run at "
-                         "every step: use them with --parallelism ddp, without --tp_size and "
-                         "without --compile")
+    require_plain_ddp(train_args, info, "--layer_drop and --token_drop change which layers and "
+                                        "positions run at every step")
     layer = (LayerDrop(rate=train_args.layer_drop, ramp_steps=train_args.layer_drop_ramp_steps,
                        seed=train_args.seed) if train_args.layer_drop else None)
     token = TokenDrop(rate=train_args.token_drop, seed=train_args.seed) if train_args.token_drop else None
@@ -273,11 +279,10 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
     if drops is not None:  # a resumed run must drop as the run did
         extra_identity["drops"] = {"layer_drop": train_args.layer_drop, "token_drop": train_args.token_drop,
                                    "layer_drop_ramp_steps": train_args.layer_drop_ramp_steps}
-    if growth.msg or (schedule.stages and schedule.stage_operator == "msg"):
-        if info.tp_size > 1 or train_args.compile or train_args.parallelism != "ddp":
-            raise ValueError("MSG's masks cover whole heads and hidden units and change every "
-                             "step: run it with --parallelism ddp, without --tp_size and without "
-                             "--compile (not tested with them)")
+    uses_msg = growth.msg or bool(schedule.stages and schedule.stage_operator == "msg")
+    if uses_msg:
+        require_plain_ddp(train_args, info, "MSG's masks cover whole heads and hidden units and "
+                                            "change every step")
         if not growth.grows and not schedule.active:
             raise ValueError("MSG grows a trained model: give --source_model_path, or grow inside "
                              "the run with --double_at (or --stages with --stage_operator msg)")
@@ -295,7 +300,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
                              "--grow_when) starts from --config_name; it cannot be combined "
                              "with --source_model_path or --pretrained_ligo_path")
         extra_identity["schedule"] = {k: v for k, v in vars(schedule).items() if v}
-        if growth.msg or schedule.stage_operator == "msg":  # the ramp is part of the schedule
+        if uses_msg:  # the ramp is part of the schedule
             extra_identity["schedule"]["msg_ramp_steps"] = growth.msg_ramp_steps
         if not schedule.stage_epochs:  # check the events now, before anything is written
             plan_events(schedule, growth, load_config(model_args.config_name), train_args.max_steps)

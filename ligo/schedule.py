@@ -39,10 +39,8 @@ class GrowthSchedule:
         self.growth_seed, self.ligo_lr = growth_seed, ligo_lr
         self.reset_optimizer = reset_optimizer  # for automatic events
         self.stop = False
-        # MSG: the masks of the last event's new structures while they ramp up, and the
-        # config grown from (what the masks are relative to)
+        # MSG: the masks of the last event's new structures while they ramp up
         self.msg_ramp: MSGRamp | None = None
-        self.msg_source: dict | None = None
 
     # ------------------------------------------------------------ deciding
     def after_step(self, trainer, logged: dict | None) -> GrowthEvent | None:
@@ -52,7 +50,7 @@ class GrowthSchedule:
         if self.msg_ramp is not None:  # before any event: a ramp ends before the next event
             self.msg_ramp.move_to(step)
             if not self.msg_ramp.masks.installed:
-                self.msg_ramp, self.msg_source = None, None
+                self.msg_ramp = None
         event = None
         if self.pending and self.pending[0].step == step:
             event = self.pending.pop(0)
@@ -119,7 +117,6 @@ class GrowthSchedule:
     def _start_msg(self, model, source_config, start_step: int, ramp_steps: int,
                    new_layers: list[int] | None = None) -> None:
         self.msg_ramp = MSGRamp(MSGMasks(model, source_config, new_layers), ramp_steps, start_step)
-        self.msg_source = source_config.to_dict()
         log.info("step %d: MSG masks over the new structures, from 0 to 1 over %d steps",
                  start_step, ramp_steps)
 
@@ -182,9 +179,7 @@ class GrowthSchedule:
 
     # ------------------------------------------------------------ checkpoints
     def state(self) -> dict:
-        msg = None
-        if self.msg_ramp is not None:
-            msg = {**self.msg_ramp.state()["msg"], "source_config": self.msg_source}
+        msg = self.msg_ramp.state()["msg"] if self.msg_ramp is not None else None
         return {"fired": self.fired, "segments": self.lr.segments, "msg": msg,
                 "history": self.rule.history if self.rule else [],
                 "since": self.rule.since if self.rule else 0, "stop": self.stop,

@@ -55,6 +55,7 @@ class MSGMasks:
         if new_layers is None:
             new_layers = list(range(small_config.num_hidden_layers, config.num_hidden_layers))
         self.new_layers = list(new_layers)
+        self.source_config = small_config  # what the masks are relative to (for a resume)
         device = next(model.parameters()).device
         head = _head_size(config)
         sizes = {"hidden": (small_config.hidden_size, config.hidden_size),
@@ -83,7 +84,8 @@ class MSGMasks:
             self.layer_mask.fill_(value)
 
     def state_dict(self) -> dict:
-        return {"value": self.value, "new_layers": self.new_layers}
+        return {"value": self.value, "new_layers": self.new_layers,
+                "source_config": self.source_config.to_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         if list(state["new_layers"]) != self.new_layers:
