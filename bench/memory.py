@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Peak memory of one training step (forward, backward, AdamW) at growing batch sizes, for
-ligo's loss (chunked head + cross-entropy, logits recomputed in backward above 1 GiB), the
-same loss without the recompute, and transformers' own loss (`model(ids, labels=...)`).
+ligo's loss (vocabulary projection and cross-entropy fused, in chunks of label tokens: no
+logits are kept for backward) and transformers' own loss (`model(ids, labels=...)`).
 
 Each measurement runs in a fresh process and reports its peak resident memory (ru_maxrss),
 so nothing of one configuration stays in the next. A configuration whose float32 logits alone
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))  # reports.py, next to this script
 CONFIGS = {"gpt2": "gpt2-2L-128H.json", "bert": "bert-2L-128H.json"}
-LOSSES = ("ligo", "ligo_no_recompute", "transformers")
+LOSSES = ("ligo", "transformers")
 
 
 def logits_gb(config: dict, family: str, batch: int, block: int, mlm_probability: float = 0.15) -> float:
@@ -50,8 +50,6 @@ def one_step(family: str, batch: int, block: int, loss_kind: str) -> dict:
     labels = ids.clone()
     if family != "gpt2":
         labels[torch.rand(ids.shape) > 0.15] = -100
-    if loss_kind == "ligo_no_recompute":
-        objective.RECOMPUTE_LOGITS_ABOVE_BYTES = 1 << 62
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB -> GB (Linux)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         if loss_kind == "transformers":
@@ -89,8 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
             for loss_kind in args.losses:
                 row = {"family": family, "config": CONFIGS[family], "batch": batch,
                        "block": args.block, "loss": loss_kind, "logits_gb": analytic}
-                bounded = loss_kind == "ligo" and analytic * 1e9 > (1 << 30)
-                if analytic > args.limit_gb and not bounded:
+                if analytic > args.limit_gb and loss_kind != "ligo":  # ligo's memory is bounded
                     row["skipped"] = f"float32 logits alone need {analytic:.1f} GB > --limit_gb"
                 else:
                     done = subprocess.run([sys.executable, __file__, "--one", family, str(batch),
@@ -113,8 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = ["| family | batch × block | float32 logits | ligo | ligo without recompute | "
-             "transformers' loss |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["| family | batch × block | float32 logits | ligo | transformers' loss |",
+             "|---|---|---:|---:|---:|"]
     cells: dict = {}
     for row in report["rows"]:
         value = (f"{row['peak_gb']:.2f} GB" if "peak_gb" in row

@@ -33,19 +33,15 @@ class _PackedBlocksAreNotPadded(logging.Filter):
 logging.getLogger("transformers.modeling_utils").addFilter(_PackedBlocksAreNotPadded())
 
 
-# label tokens per head + cross-entropy chunk. The float32 logits of all label tokens at
-# once (GPT-2: 4,064 x 8,192 for batch 32 x 128, 133 MB) fall out of cache between the
-# softmax's passes; in chunks of 1,024 the same head and loss, timed in isolation, took half
-# the time (0.23 vs 0.47 s forward + backward on 2 cores), and a whole gpt2-4L-256H-8k step
-# 0.87 -> 0.76 s. The sum is the same sum in another order.
+# label tokens per vocabulary-projection chunk: the peak memory of the head is one chunk's
+# logits (GPT-2's 50,257-way head: 1,024 x 50,257 in bfloat16, 103 MB), whatever the batch.
 LOSS_CHUNK_TOKENS = 1024
-# Autograd keeps every chunk's logits for the backward pass, so chunking alone does not bound
-# memory: GPT-2's 50,257-way head at batch 256 x 128 keeps > 20 GB of them. Above this many
-# bytes of float32 logits per step, each chunk's head and loss are recomputed in the backward
-# pass instead (activation checkpointing of the head): memory then holds one chunk's logits at
-# a time, for one more head forward. Below it (the benchmark presets' 8k heads: 133 MB) the
-# step stays as fast as before.
-RECOMPUTE_LOGITS_ABOVE_BYTES = 1 << 30
+# rows of a chunk's logits taken through the float32 softmax at a time: a few MiB, so that
+# the softmax's passes (max, exp, sum, scale) run in cache instead of streaming the whole
+# chunk through memory once per pass. Measured on 2 cores (1,024 x 50,257 logits): 216 ms
+# for the softmax and its gradient over the whole chunk at once, 53-58 ms in blocks of 8-16
+# rows.
+SOFTMAX_BLOCK_BYTES = 4 << 20
 
 
 class LanguageModelingLoss(torch.nn.Module):
@@ -61,30 +57,130 @@ class LanguageModelingLoss(torch.nn.Module):
             hidden, labels = hidden[:, :-1], labels[:, 1:]  # position t predicts token t+1
         selected = labels != IGNORE_INDEX
         hidden, targets = hidden[selected], labels[selected]  # (N, H), (N,): N = label tokens
-        vocab = self.model.config.vocab_size
-        recompute = (self.training and torch.is_grad_enabled() and hidden.requires_grad
-                     and len(targets) * vocab * 4 > RECOMPUTE_LOGITS_ABOVE_BYTES)
-        loss_sum, correct = None, None
-        for start in range(0, max(len(targets), 1), LOSS_CHUNK_TOKENS):
-            part = slice(start, start + LOSS_CHUNK_TOKENS)
-            if recompute:
-                from torch.utils.checkpoint import checkpoint
-
-                chunk = checkpoint(self._chunk_loss, hidden[part], targets[part], use_reentrant=False)
-            else:
-                chunk, logits = self._chunk_loss(hidden[part], targets[part], keep_logits=True)
-                if not self.training:  # accuracy is an evaluation metric; argmax over V is not free
-                    hits = (logits.argmax(dim=-1) == targets[part]).sum()
-                    correct = hits if correct is None else correct + hits
-            loss_sum = chunk if loss_sum is None else loss_sum + chunk
+        features = features_before_decoder(self.family, self.head, hidden)
+        # looked up at every call: under torch.func.functional_call (the LiGO operator's
+        # training) the decoder's weight is the generated one
+        decoder = self.model.get_output_embeddings()
+        loss_sum, correct = linear_cross_entropy(features, decoder.weight, decoder.bias, targets,
+                                                 count_correct=not self.training)
         out = {"loss_sum": loss_sum, "tokens": selected.sum()}
         if not self.training:
             out["correct"] = correct
         return out
 
-    def _chunk_loss(self, hidden: torch.Tensor, targets: torch.Tensor, keep_logits: bool = False):
-        logits = self.head(hidden)  # (n, V)
-        if logits.dtype in (torch.float16, torch.bfloat16):
-            logits = logits.float()  # softmax over 30-50k classes needs float32 accumulation
-        loss = F.cross_entropy(logits, targets, reduction="sum")
-        return (loss, logits) if keep_logits else loss
+
+def features_before_decoder(family: Family, head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head up to its vocabulary projection (`head(x) == decoder(this(x))`, tested for
+    every family): the projection and the softmax are fused in `linear_cross_entropy`."""
+    if not family.head_transform:
+        return hidden  # GPT-2, LLaMA: the head is the decoder
+    if family.name == "bert":
+        return head.predictions.transform(hidden)
+    return head.layer_norm(F.gelu(head.dense(hidden)))  # RoBERTa: RobertaLMHead.forward
+
+
+def linear_cross_entropy(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                         targets: torch.Tensor, *, count_correct: bool = False):
+    """Sum over rows of cross_entropy(features @ weight.T + bias, targets), and with
+    `count_correct` how many rows' argmax is their target (else None).
+
+    Neither all logits nor their float32 copy are ever held: the projection runs in chunks of
+    LOSS_CHUNK_TOKENS rows, and when gradients are wanted each chunk's gradient (softmax minus
+    one-hot, then through the projection) is computed at once in the forward pass and kept
+    instead of the chunk's logits (the fused linear cross-entropy of Liger-Kernel); backward
+    only scales it. Under autocast the projection runs in its dtype and the softmax in float32,
+    as `F.cross_entropy(logits.float())` does; a float64 model stays float64."""
+    compute_dtype = _compute_dtype(features.device.type, weight.dtype)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (features, weight, bias)):
+        loss, correct = _LinearCrossEntropy.apply(features, weight, bias, targets, compute_dtype,
+                                                  count_correct)
+    else:
+        with torch.autocast(features.device.type, enabled=False):
+            loss, correct, _ = _chunks(features.to(compute_dtype), weight.to(compute_dtype),
+                                       None if bias is None else bias.to(compute_dtype), targets,
+                                       want_grads=(False, False, False), count_correct=count_correct)
+    return loss, (correct if count_correct else None)
+
+
+def _compute_dtype(device_type: str, weight_dtype: torch.dtype) -> torch.dtype:
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return weight_dtype
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, features, weight, bias, targets, compute_dtype, count_correct):
+        with torch.autocast(features.device.type, enabled=False):
+            loss, correct, grads = _chunks(
+                features.to(compute_dtype), weight.to(compute_dtype),
+                None if bias is None else bias.to(compute_dtype), targets,
+                want_grads=tuple(ctx.needs_input_grad[:3]), count_correct=count_correct)
+        grad_features, grad_weight, grad_bias = grads
+        ctx.save_for_backward(
+            None if grad_features is None else grad_features.to(features.dtype),
+            None if grad_weight is None else grad_weight.to(weight.dtype),
+            None if grad_bias is None else grad_bias.to(bias.dtype))
+        if correct is None:  # an argmax over the vocabulary is not free: only when asked
+            correct = torch.zeros((), dtype=torch.long, device=loss.device)
+        return loss, correct  # `correct`, an integer count, has no gradient
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_correct):
+        return (*(None if g is None else g * grad_loss.to(g.dtype) for g in ctx.saved_tensors),
+                None, None, None)
+
+
+def _chunks(features, weight, bias, targets, *, want_grads: tuple[bool, bool, bool],
+            count_correct: bool):
+    """The loss (and hits, and the gradients of the loss sum that `want_grads` names) of the
+    rows of `features`, LOSS_CHUNK_TOKENS at a time; every tensor is in the compute dtype."""
+    softmax_dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+    want_features, want_weight, want_bias = want_grads
+    grad_features = torch.empty_like(features) if want_features else None
+    grad_weight = torch.zeros(weight.shape, dtype=softmax_dtype, device=weight.device) if want_weight else None
+    grad_bias = (torch.zeros(weight.shape[0], dtype=softmax_dtype, device=weight.device)
+                 if want_bias and bias is not None else None)
+    loss = torch.zeros((), dtype=softmax_dtype, device=features.device)
+    correct = torch.zeros((), dtype=torch.long, device=features.device) if count_correct else None
+    for start in range(0, len(targets), LOSS_CHUNK_TOKENS):
+        rows = slice(start, start + LOSS_CHUNK_TOKENS)
+        logits = F.linear(features[rows], weight, bias)  # (n, V) in the compute dtype
+        if count_correct:
+            correct += (logits.argmax(dim=-1) == targets[rows]).sum()
+        loss += _softmax_in_place(logits, targets[rows], softmax_dtype,
+                                  gradient=any(want_grads))
+        if not any(want_grads):
+            continue
+        # `logits` now holds d(loss sum)/d(logits) = softmax - one-hot
+        if want_features:
+            grad_features[rows] = logits @ weight
+        if want_weight:
+            grad_weight += logits.T @ features[rows]
+        if grad_bias is not None:
+            grad_bias += logits.sum(dim=0, dtype=softmax_dtype)
+    return loss, correct, (grad_features, grad_weight, grad_bias)
+
+
+def _softmax_in_place(logits: torch.Tensor, targets: torch.Tensor, softmax_dtype: torch.dtype,
+                      *, gradient: bool) -> torch.Tensor:
+    """The cross-entropy sum of `logits` (n, V) at `targets`, the softmax in `softmax_dtype`
+    over blocks of rows that stay in cache. With `gradient`, `logits` is overwritten by the
+    gradient of that sum: softmax - one-hot (computed in `softmax_dtype`, then rounded)."""
+    index = targets[:, None]
+    target_logits = logits.gather(1, index).squeeze(1).to(softmax_dtype)
+    block_rows = max(1, SOFTMAX_BLOCK_BYTES // (logits.shape[1] * 4))
+    log_partition = torch.empty(len(targets), dtype=softmax_dtype, device=logits.device)
+    for start in range(0, len(targets), block_rows):
+        rows = slice(start, start + block_rows)
+        # a float32 copy under autocast; the logits themselves (a view) otherwise, which the
+        # gradient overwrites anyway
+        block = logits[rows].to(softmax_dtype)
+        peak = block.amax(dim=-1, keepdim=True)
+        block.sub_(peak).exp_()
+        total = block.sum(dim=-1, keepdim=True)
+        log_partition[rows] = (peak + total.log()).squeeze(1)
+        if gradient:
+            block.scatter_add_(1, index[rows], -total)  # exp(z_t - peak) - total: p_t - 1 once scaled
+            torch.mul(block, total.reciprocal(), out=logits[rows])
+    return (log_partition - target_logits).sum()
