@@ -98,6 +98,7 @@ PRESETS = {
                        steps=100000, small_steps=100000, lr=1e-4, warmup=10000, grown_lr=2e-4,
                        grown_warmup=0, eval_steps=2000, batch=256, block=128),
 }
+MLM_FAMILIES = ("bert", "roberta")
 METHODS = ("scratch", "small", "stack", "interpolate", "bert2bert", "double", "zero", "msg", "ligo",
            "ligo_from_stack", "ligo_from_bert2bert", "ligo_layer_drop", "ligo_token_drop",
            "progressive", "pli", "staged")
@@ -169,10 +170,19 @@ def recipe(args) -> dict:
                       ("warmup", "warmup_steps"), ("grown_lr", "grown_learning_rate"),
                       ("grown_warmup", "grown_warmup_steps"), ("grown_steps", "grown_steps"),
                       ("eval_steps", "eval_steps"),
-                      ("batch", "batch_size"), ("block", "block_size")):
+                      ("batch", "batch_size"), ("block", "block_size"),
+                      ("mlm_probability", "mlm_probability")):
         if getattr(args, flag, None) is not None:
             chosen[key] = getattr(args, flag)
     chosen.setdefault("grown_steps", chosen["steps"])  # a grown run's schedule: as scratch's
+    if chosen["family"] in MLM_FAMILIES:
+        chosen.setdefault("mlm_probability", 0.15)
+        if not 0.01 <= chosen["mlm_probability"] <= 0.9:
+            raise SystemExit(f"error: --mlm_probability {chosen['mlm_probability']} is outside "
+                             "[0.01, 0.9]: give the fraction of positions to mask, e.g. 0.15")
+    elif chosen.get("mlm_probability") is not None:
+        raise SystemExit(f"error: --mlm_probability is for masked-LM presets; {args.preset} is "
+                         "causal: leave it out")
     return chosen
 
 
@@ -254,6 +264,8 @@ def common_flags(args, seed: int) -> list[str]:
              "--documents", "blank_line"]
     if r["tokenizer"] is not None:  # else: one trained on the corpus (cached in --cache_dir)
         flags += ["--tokenizer_path", str(r["tokenizer"])]
+    if "mlm_probability" in r:
+        flags += ["--mlm_probability", str(r["mlm_probability"])]
     return flags
 
 
@@ -591,8 +603,9 @@ def lr_sweep(args, learning_rates: list[float], seed: int, previous: dict | None
     work = Path(args.workdir) / f"{args.preset}-lr-sweep"
     runs = {}
     if previous is not None:
-        same = (previous["preset"], previous["target"], previous["seed"], previous["steps"],
-                previous["warmup_steps"]) == (args.preset, r["target"], seed, r["steps"], r["warmup"])
+        same = ((previous["preset"], previous["target"], previous["seed"], previous["steps"],
+                 previous["warmup_steps"], previous.get("mlm_probability", r.get("mlm_probability")))
+                == (args.preset, r["target"], seed, r["steps"], r["warmup"], r.get("mlm_probability")))
         if not same:
             raise SystemExit("error: the existing sweep file was run with another recipe or seed; "
                              "give another --output folder")
@@ -607,6 +620,7 @@ def lr_sweep(args, learning_rates: list[float], seed: int, previous: dict | None
     commands = (previous or {}).get("commands", []) + [_command(args.argv)]
     return {"commands": commands, "preset": args.preset, "target": r["target"],
             "seed": seed, "steps": r["steps"], "warmup_steps": r["warmup"], "runs": runs,
+            **({"mlm_probability": r["mlm_probability"]} if "mlm_probability" in r else {}),
             "best_learning_rate": float(best),
             "final_loss": {lr: run["curve"][-1]["loss"] for lr, run in runs.items()}}
 
@@ -742,6 +756,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="keep the finished runs already in a seed's folder instead of "
                              "starting it afresh (an interrupted benchmark goes on; the runs "
                              "must come from the same flags: listed as reused_runs)")
+    parser.add_argument("--mlm_probability", type=float,
+                        help="masked-LM presets: the fraction of positions masked (default 0.15)")
     parser.add_argument("--eval_steps", type=int)
     parser.add_argument("--eval_max_batches", type=int, default=8)
     parser.add_argument("--bf16", default="true")
@@ -848,7 +864,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "tokenizer": str(r["tokenizer"]) if r["tokenizer"] else
                   f"trained on the corpus ({_config(_config_path(r['target']))['vocab_size']} tokens)",
                   "train_files": args.train_files, "quick": args.quick,
-                  "stop_at_goal": args.stop_at_goal},
+                  "stop_at_goal": args.stop_at_goal,
+                  **({"mlm_probability": r["mlm_probability"]} if "mlm_probability" in r else {})},
         "seeds": seeds,
     }
     if args.quick:  # tiny models, timing noise: a does-it-run check, never a result

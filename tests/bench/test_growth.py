@@ -136,6 +136,23 @@ def test_ligo_steps_per_row_and_bad_values():
             growth.parse_ligo_steps([bad])
 
 
+def test_masking_rate_reaches_every_masked_lm_run_and_only_those():
+    def args(preset, **flags):
+        values = {"preset": preset, "train_files": ["corpus"], "cache_dir": "cache",
+                  "eval_max_batches": 8, "bf16": "true", **flags}
+        return type("Args", (), values)
+
+    flags = growth.common_flags(args("bert", mlm_probability=0.4), seed=1)
+    assert flags[flags.index("--mlm_probability") + 1] == "0.4"
+    default = growth.common_flags(args("bert"), seed=1)
+    assert default[default.index("--mlm_probability") + 1] == "0.15"
+    assert "--mlm_probability" not in growth.common_flags(args("gpt2"), seed=1)
+    with pytest.raises(SystemExit, match="error: --mlm_probability is for masked-LM presets"):
+        growth.recipe(args("gpt2", mlm_probability=0.4))
+    with pytest.raises(SystemExit, match=r"error: --mlm_probability 0.95 is outside \[0.01, 0.9\]"):
+        growth.recipe(args("bert", mlm_probability=0.95))
+
+
 @pytest.mark.slow
 def test_quick_benchmark_runs_every_method(tmp_path, shared_data):
     results = growth.main(["--quick", "--workdir", str(tmp_path / "work"),
