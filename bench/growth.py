@@ -99,6 +99,7 @@ PRESETS = {
                        grown_warmup=0, eval_steps=2000, batch=256, block=128),
 }
 MLM_FAMILIES = ("bert", "roberta")
+_MLM_DEFAULT = 0.15  # the masking rate of every masked-LM run, and of files from before the flag
 METHODS = ("scratch", "small", "stack", "interpolate", "bert2bert", "double", "zero", "msg", "ligo",
            "ligo_from_stack", "ligo_from_bert2bert", "ligo_layer_drop", "ligo_token_drop",
            "progressive", "pli", "staged")
@@ -176,7 +177,7 @@ def recipe(args) -> dict:
             chosen[key] = getattr(args, flag)
     chosen.setdefault("grown_steps", chosen["steps"])  # a grown run's schedule: as scratch's
     if chosen["family"] in MLM_FAMILIES:
-        chosen.setdefault("mlm_probability", 0.15)
+        chosen.setdefault("mlm_probability", _MLM_DEFAULT)
         if not 0.01 <= chosen["mlm_probability"] <= 0.9:
             raise SystemExit(f"error: --mlm_probability {chosen['mlm_probability']} is outside "
                              "[0.01, 0.9]: give the fraction of positions to mask, e.g. 0.15")
@@ -604,7 +605,7 @@ def lr_sweep(args, learning_rates: list[float], seed: int, previous: dict | None
     runs = {}
     if previous is not None:
         same = ((previous["preset"], previous["target"], previous["seed"], previous["steps"],
-                 previous["warmup_steps"], previous.get("mlm_probability", r.get("mlm_probability")))
+                 previous["warmup_steps"], previous.get("mlm_probability", _MLM_DEFAULT if "mlm_probability" in r else None))
                 == (args.preset, r["target"], seed, r["steps"], r["warmup"], r.get("mlm_probability")))
         if not same:
             raise SystemExit("error: the existing sweep file was run with another recipe or seed; "

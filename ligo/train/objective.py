@@ -95,10 +95,8 @@ def linear_cross_entropy(features: torch.Tensor, weight: torch.Tensor, bias: tor
         loss, correct = _LinearCrossEntropy.apply(features, weight, bias, targets, compute_dtype,
                                                   count_correct)
     else:
-        with torch.autocast(features.device.type, enabled=False):
-            loss, correct, _ = _chunks(features.to(compute_dtype), weight.to(compute_dtype),
-                                       None if bias is None else bias.to(compute_dtype), targets,
-                                       want_grads=(False, False, False), count_correct=count_correct)
+        loss, correct, _ = _chunks(features, weight, bias, targets, compute_dtype,
+                                   want_grads=(False, False, False), count_correct=count_correct)
     return loss, (correct if count_correct else None)
 
 
@@ -111,11 +109,9 @@ def _compute_dtype(device_type: str, weight_dtype: torch.dtype) -> torch.dtype:
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, weight, bias, targets, compute_dtype, count_correct):
-        with torch.autocast(features.device.type, enabled=False):
-            loss, correct, grads = _chunks(
-                features.to(compute_dtype), weight.to(compute_dtype),
-                None if bias is None else bias.to(compute_dtype), targets,
-                want_grads=tuple(ctx.needs_input_grad[:3]), count_correct=count_correct)
+        loss, correct, grads = _chunks(features, weight, bias, targets, compute_dtype,
+                                       want_grads=tuple(ctx.needs_input_grad[:3]),
+                                       count_correct=count_correct)
         grad_features, grad_weight, grad_bias = grads
         ctx.save_for_backward(
             None if grad_features is None else grad_features.to(features.dtype),
@@ -131,34 +127,38 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 None, None, None)
 
 
-def _chunks(features, weight, bias, targets, *, want_grads: tuple[bool, bool, bool],
-            count_correct: bool):
+def _chunks(features, weight, bias, targets, compute_dtype: torch.dtype, *,
+            want_grads: tuple[bool, bool, bool], count_correct: bool):
     """The loss (and hits, and the gradients of the loss sum that `want_grads` names) of the
-    rows of `features`, LOSS_CHUNK_TOKENS at a time; every tensor is in the compute dtype."""
-    softmax_dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
-    want_features, want_weight, want_bias = want_grads
-    grad_features = torch.empty_like(features) if want_features else None
-    grad_weight = torch.zeros(weight.shape, dtype=softmax_dtype, device=weight.device) if want_weight else None
-    grad_bias = (torch.zeros(weight.shape[0], dtype=softmax_dtype, device=weight.device)
-                 if want_bias and bias is not None else None)
-    loss = torch.zeros((), dtype=softmax_dtype, device=features.device)
-    correct = torch.zeros((), dtype=torch.long, device=features.device) if count_correct else None
-    for start in range(0, len(targets), LOSS_CHUNK_TOKENS):
-        rows = slice(start, start + LOSS_CHUNK_TOKENS)
-        logits = F.linear(features[rows], weight, bias)  # (n, V) in the compute dtype
-        if count_correct:
-            correct += (logits.argmax(dim=-1) == targets[rows]).sum()
-        loss += _softmax_in_place(logits, targets[rows], softmax_dtype,
-                                  gradient=any(want_grads))
-        if not any(want_grads):
-            continue
-        # `logits` now holds d(loss sum)/d(logits) = softmax - one-hot
-        if want_features:
-            grad_features[rows] = logits @ weight
-        if want_weight:
-            grad_weight += logits.T @ features[rows]
-        if grad_bias is not None:
-            grad_bias += logits.sum(dim=0, dtype=softmax_dtype)
+    rows of `features`, LOSS_CHUNK_TOKENS at a time, the projection in `compute_dtype` (cast
+    here, autocast off) and the softmax in float32 (float64 for a float64 model)."""
+    with torch.autocast(features.device.type, enabled=False):
+        features, weight = features.to(compute_dtype), weight.to(compute_dtype)
+        bias = None if bias is None else bias.to(compute_dtype)
+        softmax_dtype = torch.float64 if compute_dtype == torch.float64 else torch.float32
+        want_features, want_weight, want_bias = want_grads  # want_bias is False without a bias
+        gradient = any(want_grads)
+        grad_features = torch.empty_like(features) if want_features else None
+        grad_weight = (torch.zeros(weight.shape, dtype=softmax_dtype, device=weight.device)
+                       if want_weight else None)
+        grad_bias = torch.zeros(weight.shape[0], dtype=softmax_dtype, device=weight.device) if want_bias else None
+        loss = torch.zeros((), dtype=softmax_dtype, device=features.device)
+        correct = torch.zeros((), dtype=torch.long, device=features.device) if count_correct else None
+        for start in range(0, len(targets), LOSS_CHUNK_TOKENS):
+            rows = slice(start, start + LOSS_CHUNK_TOKENS)
+            logits = F.linear(features[rows], weight, bias)  # (n, V) in the compute dtype
+            if count_correct:
+                correct += (logits.argmax(dim=-1) == targets[rows]).sum()
+            loss += _softmax_in_place(logits, targets[rows], softmax_dtype, gradient=gradient)
+            if not gradient:
+                continue
+            # `logits` now holds d(loss sum)/d(logits) = softmax - one-hot
+            if want_features:
+                grad_features[rows] = logits @ weight
+            if want_weight:
+                grad_weight += logits.T @ features[rows]
+            if want_bias:
+                grad_bias += logits.sum(dim=0, dtype=softmax_dtype)
     return loss, correct, (grad_features, grad_weight, grad_bias)
 
 

@@ -151,6 +151,12 @@ def test_masking_rate_reaches_every_masked_lm_run_and_only_those():
         growth.recipe(args("gpt2", mlm_probability=0.4))
     with pytest.raises(SystemExit, match=r"error: --mlm_probability 0.95 is outside \[0.01, 0.9\]"):
         growth.recipe(args("bert", mlm_probability=0.95))
+    # a sweep file from before the flag was run at 15 %: extending it at 40 % is refused
+    r = growth.recipe(args("bert"))
+    before_the_flag = {"preset": "bert", "target": r["target"], "seed": 1, "steps": r["steps"],
+                       "warmup_steps": r["warmup"], "runs": {}}
+    with pytest.raises(SystemExit, match="another recipe"):
+        growth.lr_sweep(args("bert", mlm_probability=0.4, workdir="unused"), [1e-3], 1, before_the_flag)
 
 
 @pytest.mark.slow
