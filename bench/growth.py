@@ -116,6 +116,8 @@ ROW_SETTINGS = {"msg_ramp_steps": ("msg",), "layer_drop": ("ligo_layer_drop",),
                 "layer_drop_ramp_steps": ("ligo_layer_drop",), "token_drop": ("ligo_token_drop",)}
 # the methods of the LiGO paper's comparison: run with every seed (--seeds); others once
 CORE_METHODS = ("scratch", "small", "stack", "bert2bert", "ligo")
+# the fixed (not learned) operators a LiGO row is compared with, seed by seed
+FIXED_OPERATORS = ("stack", "interpolate", "bert2bert", "double", "zero", "msg")
 # scratch must end at least this far below the eval set's unigram line, or nothing was learned
 # beyond token frequencies and no savings figure means anything ("regime": "plateau")
 REGIME_MARGIN = 1.0
@@ -420,6 +422,30 @@ def aggregate(seeds: dict[str, dict]) -> dict:
         out["regime"] = max((s["regime"] for s in summaries), key=REGIMES.index)  # the worst seed
     if all("small_final_loss" in s for s in summaries):
         out["small_final_loss"] = _stats([s["small_final_loss"] for s in summaries])
+    out["paired"] = paired_differences(summaries)
+    return out
+
+
+def paired_differences(summaries: list[dict]) -> dict:
+    """LiGO row − fixed operator, reuse FLOPs savings, seed by seed (`{ligo_row: {fixed: ...}}`).
+
+    The goal is each seed's own scratch loss, so most of the spread of a method's savings over
+    seeds is the goal moving, shared by every method of that seed; the per-seed difference
+    removes it. Seeds in which either run missed the goal have no difference: `missed` counts
+    those where only the fixed operator missed (LiGO reached a goal it did not)."""
+    out = {}
+    for ligo_row in (*LIGO_INITS, *DROP_ROWS):
+        for fixed in FIXED_OPERATORS:
+            rows = [(s["methods"][ligo_row], s["methods"][fixed]) for s in summaries
+                    if ligo_row in s["methods"] and fixed in s["methods"]]
+            if not rows:
+                continue
+            both = [a["reuse_flops_savings"] - b["reuse_flops_savings"] for a, b in rows
+                    if a["reached_goal"] and b["reached_goal"]]
+            entry = {"seeds": len(rows), "missed": sum(a["reached_goal"] and not b["reached_goal"]
+                                                       for a, b in rows)}
+            entry["difference"] = _stats(both) if both else None
+            out.setdefault(ligo_row, {})[fixed] = entry
     return out
 
 
@@ -509,6 +535,7 @@ def markdown(results: dict) -> str:
         if has_acc:
             line += f" {_pm(row.get('movie_reviews_dev_accuracy'))} |"
         lines.append(line)
+    lines += _paired_lines(summary.get("paired", {}))
     lines.append("")
     lines.append(f"{setup['preset']}: {setup['source']} → {setup['target']}, {setup['steps']} steps "
                  f"per target run (source: {setup['small_steps']}), batch {setup['batch_size']} × "
@@ -526,6 +553,24 @@ def markdown(results: dict) -> str:
                     if setup.get("quick") else "")
                  + "Commands: " + "; ".join(f"`{c}`" for c in results["commands"]) + ".")
     return "\n".join(lines)
+
+
+def _paired_lines(paired: dict) -> list[str]:
+    """'LiGO row − fixed operator' per seed, in points of reuse FLOPs savings."""
+    parts = []
+    for ligo_row, against in paired.items():
+        for fixed, entry in against.items():
+            difference = entry["difference"]
+            text = (f"{ligo_row} − {fixed}: " + ("no seed where both reached the goal" if difference
+                                                is None else f"{_pm(difference, 100, ' points')}"
+                                                f" ({difference['n']} of {entry['seeds']} seeds)"))
+            if entry["missed"]:
+                text += f", and {entry['missed']} seed(s) where only {fixed} missed the goal"
+            parts.append(text)
+    if not parts:
+        return []
+    return ["", "Paired by seed (reuse FLOPs savings, the same seed's goal; mean ± std of the "
+                "per-seed differences): " + "; ".join(parts) + "."]
 
 
 def _mean_curve(curves: list[list[dict]], axis: str) -> tuple[list, list, list]:

@@ -54,6 +54,30 @@ def seed_results(seed, scratch_loss, stack_flops, unigram=6.5, small_loss=6.0):
                                   "summary": growth.summarise(runs, unigram)}}}
 
 
+def test_paired_differences_remove_the_goal_shared_by_a_seeds_methods():
+    """LiGO − fixed operator seed by seed: a seed whose goal is easy lifts both rows alike,
+    so the per-seed difference has no spread where the savings themselves do."""
+    seeds = {}
+    for seed, (stack_flops, ligo_flops) in enumerate(((100, 90), (60, 50), (140, 130)), start=1):
+        runs = seed_results(seed, 5.0, stack_flops)["seeds"][str(seed)]["runs"]
+        runs["ligo"] = {"curve": curve((ligo_flops, 8, 5.0))}  # reaches the goal at ligo_flops
+        seeds[str(seed)] = {"runs": runs, "summary": growth.summarise(runs, 6.5)}
+    summary = growth.aggregate(seeds)
+    assert summary["methods"]["ligo"]["reuse_flops_savings"]["std"] == pytest.approx(0.2)
+    pair = summary["paired"]["ligo"]["stack"]
+    assert pair["difference"]["mean"] == pytest.approx(0.05)  # 10 of scratch's 200 FLOPs
+    assert pair["difference"]["std"] == pytest.approx(0.0, abs=1e-12)
+    assert (pair["seeds"], pair["difference"]["n"], pair["missed"]) == (3, 3, 0)
+    assert "ligo − stack: 5.0 ± 0.0 points (3 of 3 seeds)" in growth.markdown(
+        {"summary": {**summary, "seeds": ["1", "2", "3"]}, "setup": seed_results(1, 5, 1)["setup"],
+         "machine": {"cpu": "test", "cores": 2}, "commands": []})
+    # a seed where only the fixed operator misses the goal has no difference: it is counted
+    seeds["3"]["runs"]["stack"]["curve"] = curve((140, 8, 5.1))
+    seeds["3"]["summary"] = growth.summarise(seeds["3"]["runs"], 6.5)
+    pair = growth.aggregate(seeds)["paired"]["ligo"]["stack"]
+    assert (pair["difference"]["n"], pair["missed"]) == (2, 1)
+
+
 def test_regime_label_flips_when_scratch_ends_less_than_one_nat_below_the_unigram_line():
     learning = growth.summarise(seed_results(1, 5.4, 100)["seeds"]["1"]["runs"], unigram=6.5)
     assert learning["regime"] == "learning"
