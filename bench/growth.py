@@ -431,8 +431,8 @@ def paired_differences(summaries: list[dict]) -> dict:
 
     The goal is each seed's own scratch loss, so most of the spread of a method's savings over
     seeds is the goal moving, shared by every method of that seed; the per-seed difference
-    removes it. Seeds in which either run missed the goal have no difference: `missed` counts
-    those where only the fixed operator missed (LiGO reached a goal it did not)."""
+    removes it. Seeds in which either run missed the goal have no difference; `fixed_missed`
+    and `ligo_missed` count those where only that one missed, so neither side's misses hide."""
     out = {}
     for ligo_row in (*LIGO_INITS, *DROP_ROWS):
         for fixed in FIXED_OPERATORS:
@@ -442,9 +442,9 @@ def paired_differences(summaries: list[dict]) -> dict:
                 continue
             both = [a["reuse_flops_savings"] - b["reuse_flops_savings"] for a, b in rows
                     if a["reached_goal"] and b["reached_goal"]]
-            entry = {"seeds": len(rows), "missed": sum(a["reached_goal"] and not b["reached_goal"]
-                                                       for a, b in rows)}
-            entry["difference"] = _stats(both) if both else None
+            entry = {"seeds": len(rows), "difference": _stats(both) if both else None,
+                     "fixed_missed": sum(a["reached_goal"] and not b["reached_goal"] for a, b in rows),
+                     "ligo_missed": sum(b["reached_goal"] and not a["reached_goal"] for a, b in rows)}
             out.setdefault(ligo_row, {})[fixed] = entry
     return out
 
@@ -561,11 +561,14 @@ def _paired_lines(paired: dict) -> list[str]:
     for ligo_row, against in paired.items():
         for fixed, entry in against.items():
             difference = entry["difference"]
-            text = (f"{ligo_row} − {fixed}: " + ("no seed where both reached the goal" if difference
-                                                is None else f"{_pm(difference, 100, ' points')}"
-                                                f" ({difference['n']} of {entry['seeds']} seeds)"))
-            if entry["missed"]:
-                text += f", and {entry['missed']} seed(s) where only {fixed} missed the goal"
+            if difference is None:
+                text = f"{ligo_row} − {fixed}: no seed where both reached the goal"
+            else:
+                text = (f"{ligo_row} − {fixed}: {_pm(difference, 100, ' points')} "
+                        f"({difference['n']} of {entry['seeds']} seeds)")
+            for who, key in ((fixed, "fixed_missed"), (ligo_row, "ligo_missed")):
+                if entry[key]:
+                    text += f", and {entry[key]} seed(s) where only {who} missed the goal"
             parts.append(text)
     if not parts:
         return []

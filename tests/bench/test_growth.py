@@ -67,7 +67,7 @@ def test_paired_differences_remove_the_goal_shared_by_a_seeds_methods():
     pair = summary["paired"]["ligo"]["stack"]
     assert pair["difference"]["mean"] == pytest.approx(0.05)  # 10 of scratch's 200 FLOPs
     assert pair["difference"]["std"] == pytest.approx(0.0, abs=1e-12)
-    assert (pair["seeds"], pair["difference"]["n"], pair["missed"]) == (3, 3, 0)
+    assert (pair["seeds"], pair["difference"]["n"], pair["fixed_missed"], pair["ligo_missed"]) == (3, 3, 0, 0)
     assert "ligo − stack: 5.0 ± 0.0 points (3 of 3 seeds)" in growth.markdown(
         {"summary": {**summary, "seeds": ["1", "2", "3"]}, "setup": seed_results(1, 5, 1)["setup"],
          "machine": {"cpu": "test", "cores": 2}, "commands": []})
@@ -75,7 +75,14 @@ def test_paired_differences_remove_the_goal_shared_by_a_seeds_methods():
     seeds["3"]["runs"]["stack"]["curve"] = curve((140, 8, 5.1))
     seeds["3"]["summary"] = growth.summarise(seeds["3"]["runs"], 6.5)
     pair = growth.aggregate(seeds)["paired"]["ligo"]["stack"]
-    assert (pair["difference"]["n"], pair["missed"]) == (2, 1)
+    assert (pair["difference"]["n"], pair["fixed_missed"], pair["ligo_missed"]) == (2, 1, 0)
+    # ... and so is one where only LiGO misses it: its misses are not hidden either
+    seeds["2"]["runs"]["ligo"]["curve"] = curve((50, 8, 5.1))
+    seeds["2"]["summary"] = growth.summarise(seeds["2"]["runs"], 6.5)
+    summary = growth.aggregate(seeds)
+    pair = summary["paired"]["ligo"]["stack"]
+    assert (pair["difference"]["n"], pair["fixed_missed"], pair["ligo_missed"]) == (1, 1, 1)
+    assert "1 seed(s) where only ligo missed the goal" in growth._paired_lines(summary["paired"])[1]
 
 
 def test_regime_label_flips_when_scratch_ends_less_than_one_nat_below_the_unigram_line():
