@@ -107,6 +107,9 @@ def check_ranges(arguments) -> None:
             check_range(f"--{f.name}", value, RANGES[f.name])
 
 
+POSITION_INITS = ("random", "sinusoidal")
+
+
 @dataclass
 class ModelArguments:
     config_name: str = field(default="", metadata={"help": "model config JSON (configs/*.json)"})
@@ -117,10 +120,20 @@ class ModelArguments:
         metadata={"help": "BERT vocab.txt, a folder with GPT-2 encoder.json + vocab.bpe, a "
                           "tokenizer.json or a HF tokenizer folder; unset = train one on the corpus"})
 
+    position_init: str = field(
+        default="random",
+        metadata={"help": "a from-scratch model's learned position table: random (the "
+                          "family's N(0, initializer_range)) or sinusoidal (Vaswani et al.'s "
+                          "sinusoids at that std, still trained; BERT leaves the masked-LM "
+                          "plateau sooner with it, docs/benchmarks.md)"})
+
     def __post_init__(self):
         if not self.config_name and not self.model_name_or_path:
             raise ValueError("--config_name is required (a model config JSON such as "
                              "configs/bert-6L-512H.json)")
+        if self.position_init not in POSITION_INITS:
+            raise ValueError(f"--position_init must be one of {', '.join(POSITION_INITS)}, "
+                             f"not {self.position_init!r}")
 
 
 @dataclass

@@ -73,6 +73,9 @@ def train_operator(model_args: ModelArguments, data_args: DataArguments,
         raise ValueError("LiGO operator training runs with --parallelism ddp, no --tp_size and "
                          "full checkpoints (the operator is small; the large model is only a "
                          "meta-device skeleton)")
+    if model_args.position_init != "random":
+        raise ValueError("--position_init initialises a model trained from scratch; the "
+                         "operator grows the source's own position table: drop the flag")
     if train_args.layer_drop or train_args.token_drop:
         raise ValueError("--layer_drop and --token_drop act in the grown model's own training "
                          "(run_lm_distributed.py --grow_scheme ligo ...), not in the operator's")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import transformers
@@ -127,6 +128,43 @@ def build_model(config, family: Family, weights_dir: str | None = None):
         check_weights_fit(config, weights_dir)
         return load_pretrained(model_class, weights_dir, config=config)
     return model_class(config)
+
+
+def sinusoidal_positions(positions: int, hidden: int, std: float):
+    """Vaswani et al.'s position encodings (sin on even features, cos on odd ones, wavelengths
+    2pi to 10000 * 2pi), rescaled to standard deviation `std`: a learned table initialised
+    with them starts with every position distinct and nearby positions similar, where a
+    random table must learn both first."""
+    import torch
+
+    position = torch.arange(positions, dtype=torch.float64)[:, None]
+    frequency = torch.exp(torch.arange(0, hidden, 2, dtype=torch.float64)
+                          * (-math.log(10000.0) / hidden))
+    table = torch.empty(positions, hidden, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: hidden // 2])
+    return table * (std / table.std())
+
+
+def init_position_table(model, family: Family, scheme: str, check_only: bool = False) -> None:
+    """--position_init: `random` keeps the family's init; `sinusoidal` overwrites the learned
+    position table's usable rows (RoBERTa's first rows stay: its positions start after the
+    padding index) with sinusoidal_positions at the config's initializer_range. `check_only`:
+    only refuse a family without such a table (before any work)."""
+    import torch
+
+    if scheme == "random":
+        return
+    if "embed.position" not in family.keys:
+        raise ValueError(f"--position_init {scheme}: {family.name} models have no learned "
+                         "position table (rotary positions); drop the flag")
+    if check_only:
+        return
+    table = model.get_parameter(family.keys["embed.position"].key)
+    offset = family.position_offset
+    with torch.no_grad():
+        table[offset:] = sinusoidal_positions(table.shape[0] - offset, table.shape[1],
+                                              model.config.initializer_range).to(table.dtype)
 
 
 def check_weights_fit(config, weights_dir: str | Path) -> None:

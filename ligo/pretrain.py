@@ -28,7 +28,14 @@ from ligo.data.tokenizer import save_hf_tokenizer
 from ligo.families import Family, family_of
 from ligo.fileio import atomic_write_text, refuse_foreign_output, refuse_output_holding_inputs
 from ligo.growth_plan import final_config, non_embedding_parameters, plan_events
-from ligo.models import build_model, check_block_size, check_weights_fit, load_config, model_from_state
+from ligo.models import (
+    build_model,
+    check_block_size,
+    check_weights_fit,
+    init_position_table,
+    load_config,
+    model_from_state,
+)
 from ligo.operators.learned import grow_with_operator
 from ligo.schedule import GrowthSchedule
 from ligo.slope import SlopeRule, auto_learning_rate
@@ -304,6 +311,14 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
             extra_identity["schedule"]["msg_ramp_steps"] = growth.msg_ramp_steps
         if not schedule.stage_epochs:  # check the events now, before anything is written
             plan_events(schedule, growth, load_config(model_args.config_name), train_args.max_steps)
+    if model_args.position_init != "random":  # before any work
+        if growth.grows or model_args.model_name_or_path:
+            raise ValueError(f"--position_init {model_args.position_init} initialises a model "
+                             "trained from scratch; a grown or loaded model keeps its own "
+                             "position table: drop the flag")
+        init_position_table(None, family_of(load_config(model_args.config_name)),
+                            model_args.position_init, check_only=True)
+        extra_identity["position_init"] = model_args.position_init
     if growth.grows:
         growth.check_operator_init()  # before any work
         source = growth.source_model_path and str(Path(growth.source_model_path).resolve())
@@ -355,6 +370,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
                  else "starts from zero")
     else:
         model = build_model(config, family, model_args.model_name_or_path)
+        init_position_table(model, family, model_args.position_init)
     model = model.to(info.device)
     msg_ramp = None
     if growth.msg and not schedule.active:  # the masks go on before any wrapping: hooks on the bare HF modules

@@ -1,5 +1,6 @@
 """Weights someone sends: a damaged file is named in one error, NaN/Inf weights are refused."""
 import json
+import math
 
 import pytest
 import torch
@@ -50,3 +51,46 @@ def test_a_damaged_or_nan_operator_is_refused(tmp_path):
     (op / DESCRIPTION_FILE).write_text(json.dumps(description))
     with pytest.raises(ValueError, match="NaN or Inf"):
         load_operator(op)
+
+
+def test_sinusoidal_positions_are_vaswanis_table_at_the_given_std():
+    from ligo.models import sinusoidal_positions
+
+    table = sinusoidal_positions(50, 8, std=0.02)
+    raw = torch.zeros(50, 8, dtype=torch.float64)
+    for p in range(50):
+        for i in range(4):
+            raw[p, 2 * i] = math.sin(p / 10000 ** (2 * i / 8))
+            raw[p, 2 * i + 1] = math.cos(p / 10000 ** (2 * i / 8))
+    torch.testing.assert_close(table, raw * (0.02 / raw.std()), rtol=1e-12, atol=1e-15)
+    assert table.std().item() == pytest.approx(0.02, rel=1e-12)
+    assert sinusoidal_positions(5, 7, std=1.0).shape == (5, 7)  # an odd width: last is a sine
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2"])
+def test_sinusoidal_init_fills_the_usable_rows_of_the_position_table(family):
+    from ligo.families import FAMILIES
+    from ligo.models import build_model, init_position_table, load_config, sinusoidal_positions
+    from tests.conftest import CONFIGS
+
+    config = load_config(CONFIGS / f"{family}-tiny.json")
+    torch.manual_seed(0)
+    model = build_model(config, FAMILIES[family])
+    key = FAMILIES[family].keys["embed.position"].key
+    before = model.get_parameter(key).detach().clone()
+    init_position_table(model, FAMILIES[family], "random")
+    assert torch.equal(model.get_parameter(key), before)  # random: the family's own init
+    init_position_table(model, FAMILIES[family], "sinusoidal")
+    table, offset = model.get_parameter(key), FAMILIES[family].position_offset
+    expected = sinusoidal_positions(table.shape[0] - offset, table.shape[1], config.initializer_range)
+    torch.testing.assert_close(table[offset:].double(), expected, rtol=1e-6, atol=1e-9)
+    assert torch.equal(table[:offset], before[:offset])  # RoBERTa's padding rows stay
+    assert table.requires_grad  # still a learned table
+
+
+def test_a_model_without_a_position_table_refuses_sinusoidal_init():
+    from ligo.families import FAMILIES
+    from ligo.models import init_position_table
+
+    with pytest.raises(ValueError, match="no learned position table"):
+        init_position_table(None, FAMILIES["llama"], "sinusoidal", check_only=True)

@@ -348,3 +348,27 @@ def test_compile_trains_the_same_weights_as_eager(tmp_path, small_corpus, cache_
         weights[mode] = load_file(tmp_path / mode / "model.safetensors")
     for key, tensor in weights["eager"].items():
         torch.testing.assert_close(weights["compiled"][key], tensor, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_position_init_sinusoidal_starts_the_table_from_sinusoids(tmp_path, small_corpus,
+                                                                   cache_dir, hf_model):
+    from ligo.models import sinusoidal_positions
+
+    out = tmp_path / "sinus"
+    main(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "2", "--eval_steps", "2",
+                  "--learning_rate", "1e-4", "--position_init", "sinusoidal"))
+    table = load_file(out / "model.safetensors")["bert.embeddings.position_embeddings.weight"]
+    start = sinusoidal_positions(*table.shape, std=0.02).float()
+    # two AdamW steps of 1e-4 move each entry by at most ~2e-4 of the table's 0.02 std
+    assert (table - start).abs().max() < 5e-4
+    assert json.loads((out / "run.json").read_text())["position_init"] == "sinusoidal"
+    with pytest.raises(ValueError, match="initialises a model trained from scratch"):
+        main(run_argv(tmp_path / "loaded", "bert", small_corpus, cache_dir, "--max_steps", "1",
+                      "--model_name_or_path", str(hf_model), "--position_init", "sinusoidal"))
+    with pytest.raises(ValueError, match="no learned position table"):
+        main(run_argv(tmp_path / "llama", "llama", small_corpus, cache_dir, "--max_steps", "1",
+                      "--position_init", "sinusoidal"))
+    with pytest.raises(ValueError, match="--position_init must be one of random, sinusoidal"):
+        main(run_argv(tmp_path / "bad", "bert", small_corpus, cache_dir, "--max_steps", "1",
+                      "--position_init", "sine"))
+    assert not (tmp_path / "loaded").exists() and not (tmp_path / "llama").exists()
