@@ -46,9 +46,9 @@ def test_grown_steps_sets_only_the_grown_runs_schedule(tmp_path, monkeypatch):
                  "warmup_steps", "grown_learning_rate", "grown_warmup_steps", "eval_steps",
                  "batch_size", "block_size"):
         setattr(args, name, None)
-    args.preset, args.grown_steps, args.train_files = "gpt2", 800, ["corpus.txt"]
+    args.preset, args.grown_steps, args.train_files = "gpt2", 700, ["corpus.txt"]
     args.cache_dir, args.eval_max_batches, args.bf16 = str(tmp_path / "cache"), 8, "true"
-    assert growth.recipe(args)["grown_steps"] == 800 and growth.recipe(args)["steps"] == 1200
+    assert growth.recipe(args)["grown_steps"] == 700 and growth.recipe(args)["steps"] == 1200
     seen = {}
 
     def fake_pretrain(argv):  # records the command line instead of training
@@ -59,6 +59,8 @@ def test_grown_steps_sets_only_the_grown_runs_schedule(tmp_path, monkeypatch):
     monkeypatch.setattr("ligo.pretrain.main", fake_pretrain)
     for method in ("scratch", "stack"):
         growth.run_method(method, args, tmp_path, tmp_path / "small")
-    assert seen == {"scratch": "1200", "stack": "800"}
+    assert seen == {"scratch": "1200", "stack": "700"}
     args.grown_steps = None
-    assert growth.recipe(args)["grown_steps"] == 1200  # default: scratch's schedule
+    assert growth.recipe(args)["grown_steps"] == 800  # the preset's (its committed recipe)
+    args.preset = "llama"
+    assert growth.recipe(args)["grown_steps"] == 1200  # none in the preset: scratch's schedule

@@ -1,6 +1,7 @@
 """bench/growth.py: the savings arithmetic, and a does-it-run check of every method (--quick)."""
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -173,10 +174,12 @@ def test_masking_rate_reaches_every_masked_lm_run_and_only_those():
                   "eval_max_batches": 8, "bf16": "true", **flags}
         return type("Args", (), values)
 
-    flags = growth.common_flags(args("bert", mlm_probability=0.4), seed=1)
-    assert flags[flags.index("--mlm_probability") + 1] == "0.4"
+    flags = growth.common_flags(args("bert", mlm_probability=0.25), seed=1)
+    assert flags[flags.index("--mlm_probability") + 1] == "0.25"
     default = growth.common_flags(args("bert"), seed=1)
-    assert default[default.index("--mlm_probability") + 1] == "0.15"
+    assert default[default.index("--mlm_probability") + 1] == "0.4"  # the bert preset's
+    paper = growth.common_flags(args("bert-paper"), seed=1)
+    assert paper[paper.index("--mlm_probability") + 1] == "0.15"  # no rate in the preset
     assert "--mlm_probability" not in growth.common_flags(args("gpt2"), seed=1)
     with pytest.raises(SystemExit, match="error: --mlm_probability is for masked-LM presets"):
         growth.recipe(args("gpt2", mlm_probability=0.4))
@@ -187,7 +190,63 @@ def test_masking_rate_reaches_every_masked_lm_run_and_only_those():
     before_the_flag = {"preset": "bert", "target": r["target"], "seed": 1, "steps": r["steps"],
                        "warmup_steps": r["warmup"], "runs": {}}
     with pytest.raises(SystemExit, match="another recipe"):
-        growth.lr_sweep(args("bert", mlm_probability=0.4, workdir="unused"), [1e-3], 1, before_the_flag)
+        growth.lr_sweep(args("bert", mlm_probability=0.4, position_init="random", workdir="unused"),
+                        [1e-3], 1, before_the_flag)
+    # ... and one from before --position_init had the family's random table
+    before_the_flag["mlm_probability"] = 0.4
+    with pytest.raises(SystemExit, match="another recipe"):
+        growth.lr_sweep(args("bert", workdir="unused"), [1e-3], 1, before_the_flag)
+
+
+def test_position_init_reaches_the_from_scratch_runs_only(tmp_path, monkeypatch):
+    import ligo.pretrain
+
+    seen = {}
+
+    def fake_main(argv):
+        out = Path(argv[argv.index("--output_dir") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        seen[out.name] = argv
+
+    monkeypatch.setattr(ligo.pretrain, "main", fake_main)
+    values = {"preset": "gpt2", "train_files": ["corpus"], "cache_dir": "cache", "eval_max_batches": 8,
+              "bf16": "true", "position_init": "sinusoidal", "tokenizer_path": None}
+    args = type("Args", (), values)
+    for method in ("scratch", "small", "progressive", "pli", "staged", "stack", "bert2bert", "msg"):
+        growth.run_method(method, args, tmp_path, tmp_path / "small", goal=5.0)
+    for method, argv in seen.items():
+        scratch = method in growth.FROM_SCRATCH
+        assert ("--position_init" in argv) == scratch, method
+        if scratch:
+            assert argv[argv.index("--position_init") + 1] == "sinusoidal"
+    assert growth.recipe(type("Args", (), {**values, "position_init": None}))["position_init"] == "random"
+    seen.clear()
+    growth.run_method("scratch", type("Args", (), {**values, "position_init": "random"}), tmp_path,
+                      tmp_path / "small")
+    assert "--position_init" not in seen["scratch"]  # the family's own init: no flag
+
+
+def test_lr_sweep_reuses_a_finished_run_only_when_asked(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_run(method, args, work, small_dir, goal=None, seed=42, learning_rate=None, out=None):
+        trained.append(learning_rate)
+        out.mkdir(parents=True)
+        (out / "results.json").write_text(json.dumps({"finished": True, "unigram_loss": 6.5}))
+        (out / "metrics.jsonl").write_text(json.dumps(
+            {"split": "eval", "step": 10, "tokens": 1, "flops": 1.0, "loss": 6.0 - learning_rate}) + "\n")
+        return out
+
+    monkeypatch.setattr(growth, "run_method", fake_run)
+    values = {"preset": "gpt2", "train_files": ["corpus"], "cache_dir": "cache", "eval_max_batches": 8,
+              "bf16": "true", "workdir": str(tmp_path), "argv": [], "reuse_finished": True}
+    sweep = growth.lr_sweep(type("Args", (), values), [1e-3], seed=1)
+    sweep = growth.lr_sweep(type("Args", (), values), [1e-3, 2e-3], seed=1)
+    assert trained == [1e-3, 2e-3]  # the finished 1e-3 run was read, not trained again
+    assert sweep["best_learning_rate"] == 2e-3 and set(sweep["final_loss"]) == {"0.001", "0.002"}
+    values["reuse_finished"] = False
+    with pytest.raises(FileExistsError):  # without the flag it trains afresh (here: into a used folder)
+        growth.lr_sweep(type("Args", (), values), [1e-3], seed=1)
 
 
 @pytest.mark.slow
