@@ -27,12 +27,14 @@ quickstart: setup
 		--learning_rate 2e-3 --warmup_steps 40 --max_steps 700 --eval_steps 100 \
 		--logging_steps 50 --overwrite_output_dir
 
-# lint (ruff: pyflakes, import order, bugbear; pyproject.toml) then every test
+# lint (ruff: pyflakes, import order, bugbear; pyproject.toml) then every test: one worker per
+# core (pytest-xdist), each test file on one worker (its session fixtures built once), one torch
+# thread per worker (two multi-threaded torch processes on the same cores slow each other 10x+)
 lint: setup
 	$(PY) -m ruff check .
 
 test: lint
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadfile
 
 bench-throughput: setup
 	$(PY) bench/throughput.py
