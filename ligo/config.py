@@ -119,7 +119,6 @@ class ModelArguments:
         default=None,
         metadata={"help": "BERT vocab.txt, a folder with GPT-2 encoder.json + vocab.bpe, a "
                           "tokenizer.json or a HF tokenizer folder; unset = train one on the corpus"})
-
     position_init: str = field(
         default="random",
         metadata={"help": "a from-scratch model's learned position table: random (the "
