@@ -68,6 +68,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))  # the shared helpers of bench/throughput.py
 from reports import command_line, write_json  # noqa: E402 - bench/reports.py
 
+from ligo.config import POSITION_INITS  # noqa: E402 - argument choices only, no torch
+
 SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 # Each preset aims at a regime where the models learn on 2 CPU cores (scratch ends well below
@@ -829,7 +831,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "must come from the same flags: listed as reused_runs)")
     parser.add_argument("--mlm_probability", type=float,
                         help="masked-LM presets: the fraction of positions masked (default 0.15)")
-    parser.add_argument("--position_init", choices=("random", "sinusoidal"),
+    parser.add_argument("--position_init", choices=POSITION_INITS,
                         help="the learned position table of the from-scratch runs (scratch, "
                              "small, progressive, pli, staged; the grown rows inherit small's); "
                              "default: the preset's")

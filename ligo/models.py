@@ -146,19 +146,21 @@ def sinusoidal_positions(positions: int, hidden: int, std: float):
     return table * (std / table.std())
 
 
-def init_position_table(model, family: Family, scheme: str, check_only: bool = False) -> None:
-    """--position_init: `random` keeps the family's init; `sinusoidal` overwrites the learned
-    position table's usable rows (RoBERTa's first rows stay: its positions start after the
-    padding index) with sinusoidal_positions at the config's initializer_range. `check_only`:
-    only refuse a family without such a table (before any work)."""
-    import torch
-
-    if scheme == "random":
-        return
-    if "embed.position" not in family.keys:
+def check_position_init(family: Family, scheme: str) -> None:
+    """Refuse --position_init sinusoidal for a family without a learned position table."""
+    if scheme != "random" and "embed.position" not in family.keys:
         raise ValueError(f"--position_init {scheme}: {family.name} models have no learned "
                          "position table (rotary positions); drop the flag")
-    if check_only:
+
+
+def init_position_table(model, family: Family, scheme: str) -> None:
+    """--position_init: `random` keeps the family's init; `sinusoidal` overwrites the learned
+    position table's usable rows (RoBERTa's first rows stay: its positions start after the
+    padding index) with sinusoidal_positions at the config's initializer_range."""
+    import torch
+
+    check_position_init(family, scheme)
+    if scheme == "random":
         return
     table = model.get_parameter(family.keys["embed.position"].key)
     offset = family.position_offset

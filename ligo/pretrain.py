@@ -31,6 +31,7 @@ from ligo.growth_plan import final_config, non_embedding_parameters, plan_events
 from ligo.models import (
     build_model,
     check_block_size,
+    check_position_init,
     check_weights_fit,
     init_position_table,
     load_config,
@@ -316,8 +317,7 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
             raise ValueError(f"--position_init {model_args.position_init} initialises a model "
                              "trained from scratch; a grown or loaded model keeps its own "
                              "position table: drop the flag")
-        init_position_table(None, family_of(load_config(model_args.config_name)),
-                            model_args.position_init, check_only=True)
+        check_position_init(family_of(load_config(model_args.config_name)), model_args.position_init)
         extra_identity["position_init"] = model_args.position_init
     if growth.grows:
         growth.check_operator_init()  # before any work
