@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from reports import command_line, write_json  # noqa: E402 - bench/reports.py
 
-SHARED_VOCAB = REPO.parent / "shared" / "data" / "vocab"
+SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))  # as the tests
+SHARED_VOCAB = SHARED / "vocab"
 TOKENIZERS = {"bert": SHARED_VOCAB / "bert-base-uncased-vocab.txt", "gpt2": SHARED_VOCAB / "gpt2",
               "roberta": SHARED_VOCAB / "gpt2"}
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -212,7 +213,7 @@ def main(argv=None):
     parser.add_argument("--compile", nargs="*", choices=sorted(DTYPES), default=["bf16"],
                         help="precisions that also get a --compile row (none: --compile alone)")
     parser.add_argument("--size", default="6L-512H", help="configs/<family>-<size>.json")
-    parser.add_argument("--train_files", nargs="+", default=[str(REPO.parent / "shared/data/corpus/wiki.txt")])
+    parser.add_argument("--train_files", nargs="+", default=[str(SHARED / "corpus" / "wiki.txt")])
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=5)
