@@ -56,6 +56,7 @@ and the LR schedule keeps the full budget); only the curves after the goal are n
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -782,7 +783,12 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
         print(f"warning: the source ends at {summary['small_final_loss']:.3f}, at or below the goal "
               f"{summary['goal_eval_loss']:.3f}: the target budget is too short, growth saves by "
               "construction", flush=True)
-    return {"runs": runs, "unigram_loss": unigram, "summary": summary, "reused_runs": reused}
+    # HF's WordPiece training is not deterministic (huggingface/tokenizers#1794): the digest
+    # says whether two seeds (or a re-run elsewhere) tokenised the corpus the same way
+    tokenizer = work / "scratch" / "tokenizer.json"
+    digest = hashlib.sha256(tokenizer.read_bytes()).hexdigest() if tokenizer.is_file() else None
+    return {"runs": runs, "unigram_loss": unigram, "summary": summary, "reused_runs": reused,
+            "tokenizer_sha256": digest}
 
 
 def _finished(run_dir: Path) -> bool:

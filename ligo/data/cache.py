@@ -10,7 +10,7 @@ File layout (`<name>.<key>.h5`, plus a human-readable `<name>.<key>.line` index)
 The `.line` index has one row per document: split, token_start, token_end, source file and
 the line where the document starts, so any block can be traced back to its text.
 
-The key hashes the corpus (paths, sizes, mtimes), the tokenizer and the split, so a changed
+The key hashes the corpus (paths, sizes, contents), the tokenizer and the split, so a changed
 file or tokenizer makes a new cache instead of silently reusing a stale one. Files are
 written under a temporary name and renamed, so an interrupted run never leaves a cache
 that looks complete. The token streams are stored contiguous and uncompressed, which lets

@@ -33,11 +33,14 @@ class Corpus:
     dataset: tuple[str, str | None, str] | None = None  # (name, config, text column)
 
     def fingerprint(self) -> dict:
-        """What identifies the corpus content for caching: paths, sizes and mtimes."""
+        """What identifies the corpus content for caching: paths, sizes and content digests.
+        Not mtimes: a corpus copied to another node or provisioned again keeps its tokenizer,
+        token cache and resumable runs (a retrained WordPiece tokenizer is not even the same
+        tokenizer: huggingface/tokenizers#1794, so retraining it breaks reproducibility)."""
         if self.dataset is not None:
             return {"dataset": list(self.dataset)}
         return {"documents": self.documents,
-                "files": [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in self.files]}
+                "files": [[str(p), p.stat().st_size, content_digest(p)] for p in self.files]}
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.fingerprint()).encode()).hexdigest()
@@ -53,6 +56,23 @@ class Corpus:
 
     def iter_texts(self) -> Iterator[str]:
         return (doc.text for doc in self.iter_documents())
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of the file's bytes (~1 s per GB), computed once per process for each
+    (path, size, mtime)."""
+    stat = path.stat()
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+        _DIGESTS[memo] = digest.hexdigest()
+    return _DIGESTS[memo]
 
 
 def split_documents(text: str, mode: str, source: int = 0) -> Iterator[Document]:

@@ -1,4 +1,5 @@
 """bench/growth.py: the savings arithmetic, and a does-it-run check of every method (--quick)."""
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -282,6 +283,10 @@ def test_quick_benchmark_runs_every_method(tmp_path, shared_data):
     assert from_stack["source_eval_loss"] == operators["ligo"]["source_eval_loss"]
     assert all((tmp_path / "work" / f"growth_quick_loss_vs_{axis}.png").stat().st_size > 10_000
                for axis in ("flops", "seconds"))
+    # every run of the seed tokenised with one tokenizer, whose digest the results record
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in (tmp_path / "work" / "bert-seed1").glob("*/tokenizer.json")}
+    assert digests == {results["seeds"]["1"]["tokenizer_sha256"]}
 
 
 @pytest.mark.slow

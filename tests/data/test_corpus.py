@@ -86,3 +86,20 @@ def test_a_file_that_is_not_utf8_text_is_refused(tmp_path):
     latin1 = tmp_path / "latin1.txt"  # a stray accent in Latin-1 is tolerated (replaced)
     latin1.write_bytes(("Caf\xe9 society. " + "Plain words follow here. " * 20).encode("latin-1"))
     assert resolve_corpus([str(latin1)]).files == (latin1,)
+
+
+def test_the_key_follows_the_content_not_the_modification_time(tmp_path):
+    """A corpus provisioned again (same bytes, new mtime) keeps its key, so its tokenizer, token
+    cache and runs are reused; one changed byte (same size) gives a new key."""
+    import hashlib
+    import os
+
+    path = tmp_path / "c.txt"
+    path.write_text("one document\n\nanother document\n")
+    corpus = resolve_corpus([str(path)])
+    key = corpus.key()
+    assert corpus.fingerprint()["files"][0][2] == hashlib.sha256(path.read_bytes()).hexdigest()
+    os.utime(path, ns=(10**18, 10**18))
+    assert resolve_corpus([str(path)]).key() == key
+    path.write_text("one document\n\nanother documenT\n")
+    assert resolve_corpus([str(path)]).key() != key
