@@ -489,13 +489,22 @@ def merge(files: list[Path]) -> dict:
                     raise SystemExit(f"error: {name} ran {'/'.join(rows)} with {key} "
                                      f"{results['setup'][key]}, {seen[1]} with {seen[0]}; merge "
                                      "only seeds of one recipe")
-    seeds, commands = {}, []
+    seeds, commands, tokenizers = {}, [], {}
     for results, name in zip(loaded, files, strict=True):
         for seed, run in results["seeds"].items():
             if seed in seeds:
                 raise SystemExit(f"error: seed {seed} is in {name} and in an earlier file; "
                                  "merge each seed once")
             seeds[seed] = run
+            # seeds must share the task: a retrained WordPiece can differ (tokenizers#1794)
+            digest = run.get("tokenizer_sha256")  # absent in files from before it was recorded
+            if digest:
+                tokenizers.setdefault(digest, seed)
+            if digest and len(tokenizers) > 1:
+                other = next(s for d, s in tokenizers.items() if d != digest)
+                raise SystemExit(f"error: seed {seed} ({name}) was tokenised with another "
+                                 f"tokenizer than seed {other}; run it again with --tokenizer_path "
+                                 f"<seed {other}'s run folder>/tokenizer.json")
         commands += results.get("commands", [])
     setup = {k: v for k, v in first["setup"].items() if k not in ROW_SETTINGS}
     setup.update({key: value for key, (value, _) in row_settings.items()})
@@ -596,19 +605,30 @@ def _paired_lines(paired: dict) -> list[str]:
 
 
 def _mean_curve(curves: list[list[dict]], axis: str) -> tuple[list, list, list]:
-    """Per eval step: mean x, mean loss, std of the loss over the seeds that have the point."""
-    by_step: dict[int, list[dict]] = {}
-    for curve in curves:
-        for point in curve:
-            by_step.setdefault(point["step"], []).append(point)
+    """Per eval step that every seed reached: mean x, mean loss, std of the loss. Only those
+    steps: a run stopped at the goal has no later points, and a mean over the seeds that went
+    on would jump up where the seeds that got there first drop out."""
+    common = set.intersection(*({point["step"] for point in curve} for curve in curves))
     xs, ys, sds = [], [], []
-    for step in sorted(by_step):
-        points = by_step[step]
+    for step in sorted(common):
+        points = [point for curve in curves for point in curve if point["step"] == step]
         xs.append(sum(p[axis] for p in points) / len(points))
         losses = _stats([p["loss"] for p in points])
         ys.append(losses["mean"])
         sds.append(losses["std"])
     return xs, ys, sds
+
+
+def _tails(curves: list[list[dict]], axis: str) -> list[tuple[list, list]]:
+    """Each seed's curve from the last step every seed reached on (drawn as a thin line)."""
+    last_common = max(set.intersection(*({point["step"] for point in curve} for curve in curves)),
+                      default=0)
+    tails = []
+    for curve in curves:
+        tail = [point for point in curve if point["step"] >= last_common]
+        if len(tail) > 1:
+            tails.append(([p[axis] for p in tail], [p["loss"] for p in tail]))
+    return tails
 
 
 def plot(results: dict, folder: Path, name: str | None = None) -> list[Path]:
@@ -634,6 +654,8 @@ def plot(results: dict, folder: Path, name: str | None = None) -> list[Path]:
                             marker=markers[index % len(markers)], markersize=3, linewidth=1,
                             linestyle=("-", "--", "-.")[index % 3])
             if len(curves) > 1:
+                for tail_x, tail_y in _tails(curves, axis):
+                    ax.plot(tail_x, tail_y, color=line.get_color(), linewidth=0.7, alpha=0.7)
                 ax.fill_between(xs, [y - s for y, s in zip(ys, sds, strict=True)],
                                 [y + s for y, s in zip(ys, sds, strict=True)], color=line.get_color(), alpha=0.2)
             events = [x for seed in results["seeds"].values() if method in seed["runs"]
@@ -654,8 +676,8 @@ def plot(results: dict, folder: Path, name: str | None = None) -> list[Path]:
         ax.set_ylim(summary["goal_eval_loss"]["mean"] - 0.3, top)
         ax.legend(fontsize=7, ncol=2)
         ax.set_title(f"{results['setup']['source']} → {results['setup']['target']} "
-                     f"({summary.get('regime', 'regime unknown')}; mean and ±1 std over seeds)",
-                     fontsize=9)
+                     f"({summary.get('regime', 'regime unknown')}; mean ± std over seeds; "
+                     "thin: each seed after the first stops)", fontsize=8)
         path = folder / f"{name}_loss_vs_{axis}.png"
         figure.tight_layout()
         figure.savefig(path, dpi=120)

@@ -157,6 +157,23 @@ def test_merge_averages_the_savings_of_two_seeds(tmp_path):
         growth.merge([files[0], tmp_path / "shortened.json"])
     alone = growth.merge([tmp_path / "shortened.json"])
     assert "after-growth LR 0.001 (warmup 1, schedule over 1 steps)" in growth.markdown(alone)
+    # seeds tokenised differently are not one task (a retrained WordPiece can differ)
+    for seed, digest in ((7, "aa"), (8, None), (9, "bb")):
+        tokenised = seed_results(seed, 5.0, 80)
+        tokenised["seeds"][str(seed)]["tokenizer_sha256"] = digest
+        (tmp_path / f"tok{seed}.json").write_text(json.dumps(tokenised))
+    assert growth.merge([tmp_path / "tok7.json", tmp_path / "tok8.json"])["setup"]["seeds"] == ["7", "8"]
+    with pytest.raises(SystemExit, match="seed 9 .*another tokenizer than seed 7"):
+        growth.merge([tmp_path / "tok7.json", tmp_path / "tok8.json", tmp_path / "tok9.json"])
+
+
+def test_the_mean_curve_stops_where_a_seed_stopped_and_each_seed_goes_on_thin():
+    short = [{"step": s, "flops": s * 10, "loss": loss} for s, loss in ((100, 6.0), (200, 5.0))]
+    long = [{"step": s, "flops": s * 10, "loss": loss} for s, loss in ((100, 6.2), (200, 5.8), (300, 5.6))]
+    xs, ys, sds = growth._mean_curve([short, long], "flops")
+    assert xs == [1000, 2000] and ys == pytest.approx([6.1, 5.4])
+    assert sds[1] == pytest.approx((2 * 0.4 ** 2) ** 0.5)
+    assert growth._tails([short, long], "flops") == [([2000, 3000], [5.8, 5.6])]
 
 
 def test_ligo_steps_per_row_and_bad_values():
