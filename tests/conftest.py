@@ -84,19 +84,26 @@ def run_argv(output_dir: Path, family: str, corpus: Path, cache: Path, *extra: s
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory, small_corpus, cache_dir):
     """`small_run(family)`: that family's tiny model (2 layers, hidden 64) pretrained 300
-    steps on real text, once per session; the source of every growth test."""
+    steps on real text, once per session; the source of every growth test (read, never
+    written). Under pytest-xdist the workers share one copy: the first to need it trains it
+    (GPT-2's, with its 50k-way head, takes ~100 s on one thread) while the others wait."""
+    from filelock import FileLock
+
     from ligo.pretrain import main
 
-    runs = {}
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder all workers' temporary folders are in
 
     def get(family: str = "bert") -> Path:
-        if family not in runs:
-            out = tmp_path_factory.mktemp(f"small_{family}") / "run"
-            main(run_argv(out, family, small_corpus, cache_dir, "--max_steps", "300",
-                          "--learning_rate", "1e-3", "--warmup_steps", "20", "--eval_steps", "300",
-                          "--documents", "line", "--ckpt_steps", "300"))
-            runs[family] = out
-        return runs[family]
+        out = root / f"small_run_{family}" / "run"
+        with FileLock(str(root / f"small_run_{family}.lock")):
+            if not (out / "results.json").is_file():  # written last: the run finished
+                main(run_argv(out, family, small_corpus, cache_dir, "--max_steps", "300",
+                              "--learning_rate", "1e-3", "--warmup_steps", "20", "--eval_steps",
+                              "300", "--documents", "line", "--ckpt_steps", "300",
+                              "--overwrite_output_dir"))
+        return out
 
     return get
 
