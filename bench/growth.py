@@ -500,11 +500,11 @@ def merge(files: list[Path]) -> dict:
             digest = run.get("tokenizer_sha256")  # absent in files from before it was recorded
             if digest:
                 tokenizers.setdefault(digest, seed)
-            if digest and len(tokenizers) > 1:
-                other = next(s for d, s in tokenizers.items() if d != digest)
-                raise SystemExit(f"error: seed {seed} ({name}) was tokenised with another "
-                                 f"tokenizer than seed {other}; run it again with --tokenizer_path "
-                                 f"<seed {other}'s run folder>/tokenizer.json")
+                if len(tokenizers) > 1:
+                    other = next(s for d, s in tokenizers.items() if d != digest)
+                    raise SystemExit(f"error: seed {seed} ({name}) was tokenised with another "
+                                     f"tokenizer than seed {other}; run it again with "
+                                     f"--tokenizer_path <seed {other}'s run folder>/tokenizer.json")
         commands += results.get("commands", [])
     setup = {k: v for k, v in first["setup"].items() if k not in ROW_SETTINGS}
     setup.update({key: value for key, (value, _) in row_settings.items()})
@@ -604,13 +604,17 @@ def _paired_lines(paired: dict) -> list[str]:
                 "per-seed differences): " + "; ".join(parts) + "."]
 
 
+def _common_steps(curves: list[list[dict]]) -> list[int]:
+    """The eval steps every seed's curve has, in order."""
+    return sorted(set.intersection(*({point["step"] for point in curve} for curve in curves)))
+
+
 def _mean_curve(curves: list[list[dict]], axis: str) -> tuple[list, list, list]:
     """Per eval step that every seed reached: mean x, mean loss, std of the loss. Only those
     steps: a run stopped at the goal has no later points, and a mean over the seeds that went
     on would jump up where the seeds that got there first drop out."""
-    common = set.intersection(*({point["step"] for point in curve} for curve in curves))
     xs, ys, sds = [], [], []
-    for step in sorted(common):
+    for step in _common_steps(curves):
         points = [point for curve in curves for point in curve if point["step"] == step]
         xs.append(sum(p[axis] for p in points) / len(points))
         losses = _stats([p["loss"] for p in points])
@@ -621,8 +625,7 @@ def _mean_curve(curves: list[list[dict]], axis: str) -> tuple[list, list, list]:
 
 def _tails(curves: list[list[dict]], axis: str) -> list[tuple[list, list]]:
     """Each seed's curve from the last step every seed reached on (drawn as a thin line)."""
-    last_common = max(set.intersection(*({point["step"] for point in curve} for curve in curves)),
-                      default=0)
+    last_common = max(_common_steps(curves), default=0)
     tails = []
     for curve in curves:
         tail = [point for point in curve if point["step"] >= last_common]
