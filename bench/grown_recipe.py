@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cache_dir")
     parser.add_argument("--ligo_steps", type=int, default=DEFAULT_LIGO_STEPS)
     parser.add_argument("--ligo_learning_rate", type=float, default=1e-3)
+    parser.add_argument("--width_split_noise", type=float, default=growth.SPLIT_NOISE,
+                        help="stack/bert2bert: as bench/growth.py's flag")
     parser.add_argument("--eval_max_batches", type=int, default=8)  # as bench/growth.py: its eval set
     parser.add_argument("--bf16", default="true")
     parser.add_argument("--output", default="out/grown_recipe.json")
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
             label, operator = method, f"{method}_operator"
             if method.startswith("ligo") and args.ligo_steps != DEFAULT_LIGO_STEPS:
                 label, operator = f"{method}-{args.ligo_steps}steps", f"{method}_operator_{args.ligo_steps}steps"
+            if method in growth.ROW_SETTINGS["width_split_noise"] and args.width_split_noise:
+                label = f"{method}-split{args.width_split_noise:g}"  # rows before it: plain copies
             print(f"=== {label}, after-growth recipe {name}", flush=True)
             out = seed_dir / "recipes" / name / label
             growth.run_method(method, args, seed_dir, seed_dir / "small", goal, seed=args.seed,

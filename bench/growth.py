@@ -121,7 +121,8 @@ DROP_ROWS = ("ligo_layer_drop", "ligo_token_drop")
 REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", "msg", *LIGO_INITS,
          *DROP_ROWS}  # grown from `small`
 # settings of single rows: files merge whatever these are, unless both ran the row
-ROW_SETTINGS = {"msg_ramp_steps": ("msg",), "layer_drop": ("ligo_layer_drop",),
+ROW_SETTINGS = {"width_split_noise": ("stack", "interpolate", "bert2bert", "double"),
+                "msg_ramp_steps": ("msg",), "layer_drop": ("ligo_layer_drop",),
                 "layer_drop_ramp_steps": ("ligo_layer_drop",), "token_drop": ("ligo_token_drop",)}
 # the runs that start from a fresh model (their --position_init is the preset's); every other
 # row grows `small` and keeps its position table
@@ -136,6 +137,11 @@ REGIME_MARGIN = 1.0
 # ... and the source must end above the goal: a source already at the goal "saves" by
 # construction (the target's budget is too short for a growth comparison)
 REGIMES = ("learning", "source_reaches_goal", "plateau")  # best to worst
+# the presets train without dropout, so a unit copied by a fixed width operator (FPI, AKI's
+# fallback, Net2Net) and its original get equal gradients and stay twins for ever
+# (bench/twins.py): by default their copies take random shares of the outgoing weights
+# (ligo --width_split_noise), exact at growth but separating in training
+SPLIT_NOISE = 0.5
 
 
 def regime(below_unigram: float, source_above_goal: float | None) -> str:
@@ -206,10 +212,31 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
                seed: int = 42, learning_rate: float | None = None, out: Path | None = None,
                operator_dir: Path | None = None) -> Path:
     """One run of `method` into `out` (default <work>/<method>). `operator_dir`: a LiGO row's
-    operator, trained there unless it already holds one (a recipe sweep reuses it)."""
+    operator, trained there unless it already holds one (a recipe sweep reuses it). The run's
+    command line is kept in <out>/bench_argv.json (--reuse_finished compares it)."""
     from ligo.grow_train import main as grow_main
     from ligo.pretrain import main as pretrain_main
 
+    out = out or work / method
+    argv = method_argv(method, args, work, small_dir, goal, seed=seed, learning_rate=learning_rate,
+                       out=out, operator_dir=operator_dir)
+    if method in LIGO_INITS or method in DROP_ROWS:
+        init = "ligo" if method in DROP_ROWS else method
+        operator_dir = operator_dir or work / f"{init}_operator"
+        if not (operator_dir / "ligo_operator.pt").is_file():
+            grow_main(operator_flags(args, seed, operator_dir, small_dir, init) + LIGO_INITS[init])
+    start = time.perf_counter()
+    pretrain_main(argv)
+    (out / "bench_wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    (out / "bench_argv.json").write_text(json.dumps(argv) + "\n")
+    return out
+
+
+def method_argv(method: str, args, work: Path, small_dir: Path, goal: float | None = None, *,
+                seed: int = 42, learning_rate: float | None = None, out: Path | None = None,
+                operator_dir: Path | None = None) -> list[str]:
+    """The training command line of one run of `method` (its LiGO operator, if any, is
+    trained first by run_method)."""
     r = recipe(args)
     out = out or work / method
     common = common_flags(args, seed) + ["--output_dir", str(out), "--overwrite_output_dir"]
@@ -231,13 +258,14 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
         depth, width = grow[method]
         argv = common + grown_lr + grown_steps + from_small + [
             "--config_name", target, "--grow_scheme", depth, "--width_scheme", width]
+        split = getattr(args, "width_split_noise", 0.0)  # callers from before the flag: none
+        if method in ROW_SETTINGS["width_split_noise"] and split:  # their width copies units
+            argv += ["--width_split_noise", repr(split)]
         if method == "msg":
             argv += ["--msg_ramp_steps", str(getattr(args, "msg_ramp_steps", 100))]
     elif method in LIGO_INITS or method in DROP_ROWS:
         init = "ligo" if method in DROP_ROWS else method
         operator_dir = operator_dir or work / f"{init}_operator"
-        if not (operator_dir / "ligo_operator.pt").is_file():
-            grow_main(operator_flags(args, seed, operator_dir, small_dir, init) + LIGO_INITS[init])
         argv = common + grown_lr + grown_steps + ["--config_name", target, "--grow_scheme", "ligo",
                                             "--source_model_path", str(small_dir),
                                             "--pretrained_ligo_path", str(operator_dir)]
@@ -264,10 +292,7 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
         argv += ["--position_init", r["position_init"]]
     if goal is not None and method not in ("scratch", "small"):
         argv += ["--stop_at_eval_loss", repr(goal)]
-    start = time.perf_counter()
-    pretrain_main(argv)
-    (out / "bench_wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
-    return out
+    return argv
 
 
 def common_flags(args, seed: int) -> list[str]:
@@ -470,6 +495,7 @@ def merge(files: list[Path]) -> dict:
     for results in loaded:  # files from before --grown_steps: their grown runs ran --steps
         results["setup"].setdefault("grown_steps", results["setup"]["steps"])
         results["setup"].setdefault("position_init", "random")  # files from before the flag
+        results["setup"].setdefault("width_split_noise", 0.0)  # ... and before this one
     first = loaded[0]
     ignore = ("seeds", "quick", *ROW_SETTINGS)
     for other, name in zip(loaded[1:], files[1:], strict=True):
@@ -786,8 +812,11 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
     for method in methods:
         goal = runs["scratch"]["curve"][-1]["loss"] if args.stop_at_goal and runs else None
         out = work / method
-        if args.reuse_finished and _finished(out):
-            print(f"=== {method} (seed {seed}): reusing the finished run in {out}", flush=True)
+        same = _same_command(out, method_argv(method, args, work, work / "small", goal, seed=seed))
+        if args.reuse_finished and _finished(out) and same is not False:
+            print(f"=== {method} (seed {seed}): reusing the finished run in {out}"
+                  + (" (ran before commands were recorded: assumed the same)" if same is None else ""),
+                  flush=True)
             reused.append(method)
         else:
             print(f"=== {method} (seed {seed})", flush=True)
@@ -814,6 +843,12 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
     digest = hashlib.sha256(tokenizer.read_bytes()).hexdigest() if tokenizer.is_file() else None
     return {"runs": runs, "unigram_loss": unigram, "summary": summary, "reused_runs": reused,
             "tokenizer_sha256": digest}
+
+
+def _same_command(run_dir: Path, argv: list[str]) -> bool | None:
+    """Whether the run in `run_dir` was made by `argv` (None: it predates the record)."""
+    path = run_dir / "bench_argv.json"
+    return json.loads(path.read_text()) == argv if path.is_file() else None
 
 
 def _finished(run_dir: Path) -> bool:
@@ -850,6 +885,11 @@ def main(argv: list[str] | None = None) -> dict:
                              "(e.g. 100 ligo_from_bert2bert=25)")
     parser.add_argument("--ligo_learning_rate", type=float, default=1e-3)
     parser.add_argument("--msg_ramp_steps", type=int, default=100, help="the msg row's mask ramp")
+    parser.add_argument("--width_split_noise", type=float, default=SPLIT_NOISE,
+                        help="rows whose width operator copies units (stack, interpolate, "
+                             "bert2bert, double): the copies take random shares of the source "
+                             "unit's outgoing weights (exact, but they separate in training; "
+                             "the presets have no dropout, so at 0 they stay twins)")
     parser.add_argument("--layer_drop", type=float, default=0.5,
                         help="ligo_layer_drop: the deepest layer's drop probability (PLD's 0.5)")
     parser.add_argument("--layer_drop_ramp_steps", type=int, default=100,
@@ -967,6 +1007,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "grown_learning_rate": r["grown_lr"], "grown_warmup_steps": r["grown_warmup"],
                   "grown_steps": r["grown_steps"],
                   "ligo_steps": args.ligo_steps, "ligo_learning_rate": args.ligo_learning_rate,
+                  "width_split_noise": args.width_split_noise,
                   "msg_ramp_steps": args.msg_ramp_steps, "layer_drop": args.layer_drop,
                   "layer_drop_ramp_steps": args.layer_drop_ramp_steps, "token_drop": args.token_drop,
                   "eval_steps": r["eval_steps"], "eval_max_batches": args.eval_max_batches,

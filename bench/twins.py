@@ -34,10 +34,10 @@ def twin_count(rows, tolerance: float) -> int:
 
 def count_twins(model_dir: Path, tolerance: float) -> dict:
     from ligo.families import family_of
-    from ligo.models import read_model_dir
     from ligo.roles import to_roles
+    from ligo.train.checkpoint import read_source_model
 
-    config, state = read_model_dir(model_dir)
+    config, state = read_source_model(model_dir)  # a model folder, or a stopped run's newest checkpoint
     roles = to_roles(state, family_of(config))
     embedding = roles.model["embed.word"]  # (vocab, hidden): a hidden dimension is a column
     return {"model": str(model_dir),
@@ -57,7 +57,8 @@ def markdown(rows: list[dict], tolerance: float) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", type=Path, help="Hugging Face model folders")
+    parser.add_argument("models", nargs="+", type=Path,
+                        help="Hugging Face model folders, or run folders stopped before their final model")
     parser.add_argument("--tolerance", type=float, default=1e-3,
                         help="relative distance under which two units are twins, in (0, 1)")
     parser.add_argument("--output", type=Path, help="also write the counts as JSON here")
@@ -65,8 +66,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not 0 < args.tolerance < 1:
         parser.error(f"--tolerance must be in (0, 1), not {args.tolerance}")
     for model in args.models:
-        if not (model / "config.json").is_file():
-            parser.error(f"{model} holds no model (no config.json): give a Hugging Face model folder")
+        if not (model / "config.json").is_file() and not any(model.glob("checkpoint-*")):
+            parser.error(f"{model} holds no model (no config.json, no checkpoint-*): give a Hugging "
+                         "Face model folder or a run folder")
     if args.output is not None and args.output.exists() and args.output.is_dir():
         parser.error(f"--output {args.output} is a folder: give a file name")
     rows = [count_twins(model, args.tolerance) for model in args.models]

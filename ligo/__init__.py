@@ -10,8 +10,8 @@
 
 def grow(small, large_config, *, depth: str = "stack", width: str | None = None,
          operator=None, positions: list[int] | None = None, insert_init: str = "copy",
-         insert_noise_std: float = 0.01, width_noise_std: float = 0.0, seed: int = 0,
-         small_config=None):
+         insert_noise_std: float = 0.01, width_noise_std: float = 0.0,
+         width_split_noise: float = 0.0, seed: int = 0, small_config=None):
     """Grow `small` into a ready `transformers` model of `large_config`; every method the
     command lines reach (`python -m ligo.grow_model`, `--source_model_path`).
 
@@ -22,7 +22,10 @@ def grow(small, large_config, *, depth: str = "stack", width: str | None = None,
         default on top; insert initialises them by `insert_init` copy, random or copy_noise
         with `insert_noise_std`; identity makes them exact no-ops), or ligo.
     width: net2net (with `width_noise_std`), bert2bert_fpi, bert2bert_aki, double, zero or
-        random; None when the hidden size does not change.
+        random; None when the hidden size does not change. `width_split_noise` (net2net,
+        bert2bert_fpi/aki, double): the copies of a unit share its outgoing weights in random
+        proportions that still sum to the source's, so the model stays exact but the copies
+        separate in training (without it, and without dropout, they stay twins).
     operator: depth="ligo": the output folder of run_grow_distributed.py. The operator holds
         its own width and depth maps (width must stay None); `small` must be the source it was
         trained from (its shapes are checked), and its weights are the operator's own copy.
@@ -54,7 +57,7 @@ def grow(small, large_config, *, depth: str = "stack", width: str | None = None,
     return grow_with_scheme(
         small, large_config, depth=depth, width=width, small_config=small_config, seed=seed,
         depth_options={"positions": positions, "init": insert_init, "noise_std": insert_noise_std},
-        width_options={"noise_std": width_noise_std})
+        width_options={"noise_std": width_noise_std, "split_noise": width_split_noise})
 
 
 def _config_of(small, small_config):

@@ -82,7 +82,7 @@ RANGES = {
     "save_total_limit": AT_LEAST_1, "stop_after_steps": AT_LEAST_1,
     "stop_at_eval_loss": POSITIVE, "num_threads": AT_LEAST_1, "tp_size": AT_LEAST_1,
     "dist_timeout_minutes": POSITIVE, "insert_noise_std": NON_NEGATIVE,
-    "width_noise_std": NON_NEGATIVE, "growth_seed": NON_NEGATIVE,
+    "width_noise_std": NON_NEGATIVE, "width_split_noise": NON_NEGATIVE, "growth_seed": NON_NEGATIVE,
     "stage_ligo_steps": AT_LEAST_1, "msg_ramp_steps": AT_LEAST_1,
     "layer_drop": FRACTION, "layer_drop_ramp_steps": NON_NEGATIVE, "token_drop": FRACTION,
     "stage_ligo_learning_rate": Range(0, 1, low_open=True),
@@ -305,6 +305,11 @@ class GrowthArguments:
     insert_init: str = field(default="copy", metadata={"help": "insert: copy, random or copy_noise"})
     insert_noise_std: float = 0.01
     width_noise_std: float = field(default=0.0, metadata={"help": "net2net: noise on the copies"})
+    width_split_noise: float = field(default=0.0, metadata={
+        "help": "net2net, bert2bert_fpi/aki, double: the copies of a unit take random shares "
+                "(1/c times 1 + N(0, s^2), summing to 1) of its outgoing weights, so the grown "
+                "model stays exact but the copies separate in training; 0 keeps them twins "
+                "unless dropout separates them"})
     growth_seed: int = 0
     reset_optimizer: bool = field(default=False, metadata={
         "help": "start AdamW from zero instead of mapping the source checkpoint's moments"})
@@ -367,7 +372,8 @@ class GrowthArguments:
             return options
         return {"depth": options["depth"], "width": options["width"], "seed": options["seed"],
                 "positions": self.insert_positions, "insert_init": self.insert_init,
-                "insert_noise_std": self.insert_noise_std, "width_noise_std": self.width_noise_std}
+                "insert_noise_std": self.insert_noise_std, "width_noise_std": self.width_noise_std,
+                "width_split_noise": self.width_split_noise}
 
     def operator_options(self) -> dict:
         """grow() keyword arguments (for ligo: which operator). `--grow_scheme` may also name a width operator
@@ -385,7 +391,8 @@ class GrowthArguments:
         return {"depth": depth, "width": width, "seed": self.growth_seed,
                 "depth_options": {"positions": self.insert_positions, "init": self.insert_init,
                                   "noise_std": self.insert_noise_std},
-                "width_options": {"noise_std": self.width_noise_std}}
+                "width_options": {"noise_std": self.width_noise_std,
+                                  "split_noise": self.width_split_noise}}
 
 
 @dataclass

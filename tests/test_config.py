@@ -77,6 +77,17 @@ def test_grow_scheme_may_name_a_width_operator():
         clash.operator_options()
 
 
+def test_width_split_noise_reaches_the_operator_and_the_api_and_is_checked():
+    from ligo.config import GrowthArguments
+
+    (growth,) = parse_args((GrowthArguments,), ["--width_scheme", "bert2bert_fpi",
+                                                "--width_split_noise", "0.1"])
+    assert growth.operator_options()["width_options"] == {"noise_std": 0.0, "split_noise": 0.1}
+    assert growth.api_options()["width_split_noise"] == 0.1
+    with pytest.raises(ValueError, match="--width_split_noise -0.1 is out of range"):
+        parse_args((GrowthArguments,), ["--width_scheme", "bert2bert_fpi", "--width_split_noise", "-0.1"])
+
+
 def test_an_explicit_zero_warmup_wins_over_the_argument_files_ratio(tmp_path):
     # the LiGO after-growth recipe: --warmup_steps 0 on top of a file with warmup_ratio
     recipe = tmp_path / "run.txt"

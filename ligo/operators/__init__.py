@@ -15,7 +15,7 @@ import torch
 from ligo.families import family_of
 from ligo.models import load_config, model_from_state, read_model_dir
 from ligo.operators.depth import DEPTH_OPERATORS
-from ligo.operators.width import WIDTH_OPERATORS, check_width_growth
+from ligo.operators.width import COPYING, WIDTH_OPERATORS, check_width_growth
 from ligo.roles import Roles, check_state_matches_config, from_roles, to_roles
 
 
@@ -70,6 +70,7 @@ def grow_roles(roles: Roles, small_config, large_config, depth: str = "stack",
     if depth not in DEPTH_OPERATORS:
         raise ValueError(f"unknown depth scheme {depth!r}; choose from {', '.join(DEPTH_OPERATORS)}")
     width = check_width_growth(small_config, large_config, width)
+    _check_width_options(width, width_options or {})
     if width is not None:
         roles = WIDTH_OPERATORS[width](roles, small_config, large_config, family=family,
                                        fresh=fresh, generator=generator, **(width_options or {}))
@@ -84,6 +85,18 @@ def grow_roles(roles: Roles, small_config, large_config, depth: str = "stack",
             model_roles[role] = target.clone()
             model_roles[role][tuple(slice(0, n) for n in source.shape)] = source
     return Roles(model_roles, layers)
+
+
+def _check_width_options(width: str | None, options: dict) -> None:
+    """Noise options that the chosen width operator would silently ignore are errors."""
+    if options.get("noise_std") and width != "net2net":
+        raise ValueError(f"width noise_std (--width_noise_std) adds noise to net2net's copies; the "
+                         f"width operator here is {width}: use width_split_noise to break the "
+                         "symmetry of copied units")
+    if options.get("split_noise") and width not in COPYING:
+        raise ValueError(f"width split_noise (--width_split_noise) splits copied units; the width "
+                         f"operator here is {width}, which copies none (ones that do: "
+                         f"{', '.join(COPYING)})")
 
 
 def grow_state(state: dict[str, torch.Tensor], small_config, large_config, **options) -> dict:

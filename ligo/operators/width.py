@@ -31,6 +31,14 @@ matrix is the (undivided) input embedding. An untied decoder (LLaMA's lm_head, r
     msg            `random`'s weights, to be trained with MSG's masks (ligo.train.msg), which
                    make it exact at mask 0 for every width and depth change
 
+Symmetry: a copy and its original compute the same thing and, when their consumers read them
+with equal weights, get the same gradients, so without dropout or noise they never separate
+(the grown model keeps the source's width). `split_noise` s breaks the tie without giving up
+exactness: where an axis is divided by the counts, each copy of a unit takes the share
+(1 + z_i - mean_copies(z)) / c of its outgoing weight, z ~ N(0, s^2) per entry, so the shares
+of the c copies still sum to the source weight (net2net, bert2bert_fpi, bert2bert_aki; for
+`double` only the LayerNorm before a tied decoder is divided).
+
 Exactness: LayerNorm (and RMSNorm) normalises over the hidden units, so duplicating hidden
 units preserves its statistics only when every unit has the same number of copies (H2 a
 multiple of H1 with round-robin copies): `double` always, `bert2bert_fpi` when H2 % H1 == 0,
@@ -138,9 +146,26 @@ def _output_axis(role: str, tensor: torch.Tensor, tied_decoder: bool = True) -> 
     return 1 if role.startswith("embed.") and tensor.ndim == 2 else 0  # lookups: (index, hidden)
 
 
+def split_shares(shape, axis: int, index: torch.Tensor, counts: torch.Tensor, noise: float,
+                 generator: torch.Generator | None, dtype: torch.dtype) -> torch.Tensor:
+    """The share of its source unit's outgoing weight that each entry along `axis` takes:
+    1/c, plus zero-sum Gaussian noise over the c copies of the unit (per entry), so the
+    copies' shares sum to exactly 1. `index` maps target units to source units."""
+    view = [1] * len(shape)
+    view[axis] = -1
+    count = counts[index].to(torch.float64).view(view)
+    z = torch.randn(shape, generator=generator, dtype=torch.float64) * noise
+    grouped = list(shape)
+    grouped[axis] = len(counts)
+    mean = torch.zeros(grouped, dtype=torch.float64).index_add_(axis, index, z).index_select(
+        axis, index) / count
+    return ((1.0 + (z - mean)) / count).to(dtype)  # an uncopied unit: exactly 1
+
+
 def expand(role: str, tensor: torch.Tensor, maps: dict[str, torch.Tensor],
            counts: dict[str, torch.Tensor], moment_power: int = 0,
-           block_diagonal: bool = False, tied_decoder: bool = True) -> torch.Tensor:
+           block_diagonal: bool = False, tied_decoder: bool = True, split_noise: float = 0.0,
+           generator: torch.Generator | None = None) -> torch.Tensor:
     """Gather every mapped axis, then rescale.
 
     Values (moment_power 0): the input axis is divided by the copy counts. Adam moments
@@ -157,6 +182,9 @@ def expand(role: str, tensor: torch.Tensor, maps: dict[str, torch.Tensor],
 
     tied_decoder: whether the output embedding is the input embedding (BERT, RoBERTa, GPT-2)
     or a matrix of its own (LLaMA's lm_head).
+
+    split_noise (values only): the copies of a unit divide its outgoing weight in random
+    shares that sum to 1 (see split_shares) instead of equally, so they separate in training.
     """
     axes = ROLE_AXES[role]
     for axis, kind in enumerate(axes):
@@ -170,14 +198,23 @@ def expand(role: str, tensor: torch.Tensor, maps: dict[str, torch.Tensor],
             copy_in = torch.arange(tensor.shape[1]) // len(counts[axes[1]])
             tensor = tensor * (copy_out[:, None] == copy_in[None, :]).to(tensor.dtype)
         return tensor
-    axis = (_output_axis(role, tensor, tied_decoder) if moment_power
-            else _input_axis(role, tensor, tied_decoder))
+    if moment_power:
+        axis = _output_axis(role, tensor, tied_decoder)
+        if axis is not None and axes[axis] in maps:
+            kind = axes[axis]
+            shape = [1] * tensor.ndim
+            shape[axis] = -1
+            tensor = tensor / (counts[kind][maps[kind]].to(tensor.dtype) ** moment_power).view(shape)
+        return tensor
+    axis = _input_axis(role, tensor, tied_decoder)
     if axis is not None and axes[axis] in maps:
         kind = axes[axis]
-        scale = counts[kind][maps[kind]].to(tensor.dtype) ** max(moment_power, 1)
+        if split_noise:
+            return tensor * split_shares(tensor.shape, axis, maps[kind], counts[kind],
+                                         split_noise, generator, tensor.dtype)
         shape = [1] * tensor.ndim
         shape[axis] = -1
-        tensor = tensor / scale.view(shape)
+        tensor = tensor / counts[kind][maps[kind]].to(tensor.dtype).view(shape)
     return tensor
 
 
@@ -185,11 +222,14 @@ def _counts(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {kind: torch.bincount(index) for kind, index in maps.items()}
 
 
-def _expand_roles(roles: Roles, maps, moment_power: int = 0, block_diagonal: bool = False) -> Roles:
+def _expand_roles(roles: Roles, maps, moment_power: int = 0, block_diagonal: bool = False,
+                  split_noise: float = 0.0, generator: torch.Generator | None = None) -> Roles:
     counts = _counts(maps)
     tied = "head.weight" not in roles.model
+    split_noise = 0.0 if moment_power else split_noise  # moments follow the source, unsplit
     return roles.map(lambda role, t: expand(role, t, maps, counts, moment_power, block_diagonal,
-                                            tied_decoder=tied))
+                                            tied_decoder=tied, split_noise=split_noise,
+                                            generator=generator))
 
 
 def _new_mask(shape, source_shape, axes_only: int | None = None) -> torch.Tensor:
@@ -215,10 +255,10 @@ def _fpi_choice(hidden: str) -> dict[str, str]:
 
 
 def net2net(roles: Roles, small_config, large_config, generator=None, noise_std: float = 0.0,
-            moment_power: int = 0, **_) -> Roles:
+            moment_power: int = 0, split_noise: float = 0.0, **_) -> Roles:
     maps = build_maps(small_config, large_config, dict.fromkeys(("hidden", "ffn", "heads"), "random"),
                       generator)
-    grown = _expand_roles(roles, maps, moment_power)
+    grown = _expand_roles(roles, maps, moment_power, split_noise=split_noise, generator=generator)
     if noise_std and not moment_power:  # noise breaks symmetry of values, not of moments
         def add_noise(role, tensor):
             mask = _new_mask(tensor.shape, _source_shape(roles, role))
@@ -229,15 +269,16 @@ def net2net(roles: Roles, small_config, large_config, generator=None, noise_std:
 
 
 def bert2bert_fpi(roles: Roles, small_config, large_config, generator=None, moment_power: int = 0,
-                  **_) -> Roles:
+                  split_noise: float = 0.0, **_) -> Roles:
     return _expand_roles(roles, build_maps(small_config, large_config,
-                                           _fpi_choice("round_robin"), generator), moment_power)
+                                           _fpi_choice("round_robin"), generator), moment_power,
+                         split_noise=split_noise, generator=generator)
 
 
 def bert2bert_aki(roles: Roles, small_config, large_config, generator=None, moment_power: int = 0,
-                  **_) -> Roles:
+                  split_noise: float = 0.0, **_) -> Roles:
     maps = build_maps(small_config, large_config, _fpi_choice("round_robin"), generator)
-    grown = _expand_roles(roles, maps, moment_power)
+    grown = _expand_roles(roles, maps, moment_power, split_noise=split_noise, generator=generator)
     layers = []
     for index, layer in enumerate(grown.layers):
         following = grown.layers[min(index + 1, len(grown.layers) - 1)]
@@ -251,7 +292,7 @@ def bert2bert_aki(roles: Roles, small_config, large_config, generator=None, mome
 
 
 def double(roles: Roles, small_config, large_config, generator=None, moment_power: int = 0,
-           **_) -> Roles:
+           split_noise: float = 0.0, **_) -> Roles:
     pairs = {"hidden": (small_config.hidden_size, large_config.hidden_size),
              "ffn": (ffn_size(small_config), ffn_size(large_config)),
              "heads": (small_config.num_attention_heads, large_config.num_attention_heads),
@@ -262,7 +303,8 @@ def double(roles: Roles, small_config, large_config, generator=None, moment_powe
                              "use bert2bert_fpi or net2net for other sizes")
     return _expand_roles(roles, build_maps(small_config, large_config,
                                            dict.fromkeys(("hidden", "ffn", "heads"), "round_robin"),
-                                           generator), moment_power, block_diagonal=True)
+                                           generator), moment_power, block_diagonal=True,
+                         split_noise=split_noise, generator=generator)
 
 
 def _keep_source_block(roles: Roles, fresh: Roles, new_value) -> Roles:
@@ -311,6 +353,8 @@ def msg(roles: Roles, small_config, large_config, fresh: Roles = None, **_) -> R
     return random(roles, small_config, large_config, fresh=fresh)
 
 
+# the width operators that copy units, and so can split the copies' shares (split_noise)
+COPYING = ("net2net", "bert2bert_fpi", "bert2bert_aki", "double")
 WIDTH_OPERATORS = {"net2net": net2net, "bert2bert_fpi": bert2bert_fpi,
                    "bert2bert_aki": bert2bert_aki, "double": double, "zero": zero,
                    "random": random, "msg": msg}

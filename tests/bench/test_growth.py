@@ -165,6 +165,12 @@ def test_merge_averages_the_savings_of_two_seeds(tmp_path):
     assert growth.merge([tmp_path / "tok7.json", tmp_path / "tok8.json"])["setup"]["seeds"] == ["7", "8"]
     with pytest.raises(SystemExit, match="seed 9 .*another tokenizer than seed 7"):
         growth.merge([tmp_path / "tok7.json", tmp_path / "tok8.json", tmp_path / "tok9.json"])
+    # stack without split shares (files from before the flag) is another recipe than with them
+    split = seed_results(10, 5.0, 80)
+    split["setup"]["width_split_noise"] = 0.1
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    with pytest.raises(SystemExit, match="ran stack/interpolate/bert2bert/double with width_split_noise 0.1"):
+        growth.merge([files[0], tmp_path / "split.json"])
 
 
 def test_the_mean_curve_stops_where_a_seed_stopped_and_each_seed_goes_on_thin():
@@ -242,6 +248,50 @@ def test_position_init_reaches_the_from_scratch_runs_only(tmp_path, monkeypatch)
     growth.run_method("scratch", type("Args", (), {**values, "position_init": "random"}), tmp_path,
                       tmp_path / "small")
     assert "--position_init" not in seen["scratch"]  # the family's own init: no flag
+
+
+def test_split_noise_reaches_the_rows_whose_width_copies_units_only():
+    values = {"preset": "bert", "train_files": ["corpus"], "cache_dir": "cache", "eval_max_batches": 8,
+              "bf16": "true", "position_init": None, "tokenizer_path": None, "width_split_noise": 0.1,
+              "layer_drop": 0.5, "layer_drop_ramp_steps": 100, "token_drop": 0.5}
+    args = type("Args", (), values)
+    for method in growth.METHODS:
+        argv = growth.method_argv(method, args, Path("work"), Path("work/small"))
+        split = method in ("stack", "interpolate", "bert2bert", "double")
+        assert ("--width_split_noise" in argv) == split, method
+        if split:
+            assert argv[argv.index("--width_split_noise") + 1] == "0.1"
+    args.width_split_noise = 0.0
+    assert "--width_split_noise" not in growth.method_argv("stack", args, Path("w"), Path("w/small"))
+
+
+def test_a_finished_run_is_reused_only_if_its_recorded_command_is_this_one(tmp_path, monkeypatch):
+    trained = []
+
+    def fake_run(method, args, work, small_dir, goal=None, seed=42):
+        trained.append(method)
+        out = work / method
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps({"finished": True, "unigram_loss": 6.5}))
+        (out / "metrics.jsonl").write_text(json.dumps(
+            {"split": "eval", "step": 10, "tokens": 1, "flops": 1.0, "train_seconds": 1.0, "loss": 5.0})
+            + "\n")
+        argv = growth.method_argv(method, args, work, small_dir, goal, seed=seed)
+        (out / "bench_argv.json").write_text(json.dumps(argv))
+        return out
+
+    monkeypatch.setattr(growth, "run_method", fake_run)
+    values = {"preset": "bert", "train_files": ["corpus"], "cache_dir": "cache", "eval_max_batches": 8,
+              "bf16": "true", "position_init": None, "tokenizer_path": None, "width_split_noise": 0.0,
+              "workdir": str(tmp_path), "reuse_finished": True, "stop_at_goal": True, "glue": False}
+    args = type("Args", (), values)
+    growth.run_seed(args, 1, ["scratch", "small", "stack"])
+    args.width_split_noise = 0.1
+    again = growth.run_seed(args, 1, ["scratch", "small", "stack"])
+    assert trained == ["scratch", "small", "stack", "stack"]  # only stack's command changed
+    assert again["reused_runs"] == ["scratch", "small"]
+    (tmp_path / "bert-seed1" / "scratch" / "bench_argv.json").unlink()  # a run from before the record
+    assert growth.run_seed(args, 1, ["scratch"])["reused_runs"] == ["scratch"]
 
 
 def test_lr_sweep_reuses_a_finished_run_only_when_asked(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, run_argv, write_config
 
 spec = importlib.util.spec_from_file_location("bench_twins", REPO / "bench" / "twins.py")
 twins = importlib.util.module_from_spec(spec)
@@ -35,3 +35,15 @@ def test_bad_input_is_refused(tmp_path, hf_model):
         twins.main([str(tmp_path)])  # no model there
     with pytest.raises(SystemExit):
         twins.main([str(hf_model), "--tolerance", "0"])
+
+
+def test_a_run_stopped_before_its_final_model_is_read_from_its_newest_checkpoint(
+        tmp_path, small_corpus, cache_dir):
+    from ligo.pretrain import main as pretrain_main
+
+    stopped = tmp_path / "stopped"
+    pretrain_main(run_argv(stopped, "bert", small_corpus, cache_dir, "--max_steps", "6",
+                           "--stop_after_steps", "2", "--ckpt_steps", "10"))
+    assert not (stopped / "config.json").exists()
+    (row,) = twins.main([str(stopped)])
+    assert row["hidden_dims"] == [0, 64] and len(row["ffn_units"]) == 2

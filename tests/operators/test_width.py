@@ -3,7 +3,7 @@ import torch
 
 from ligo.families import FAMILIES
 from ligo.operators import grow
-from ligo.operators.width import WIDTH_OPERATORS
+from ligo.operators.width import COPYING, WIDTH_OPERATORS, split_shares
 from ligo.roles import expected_shapes, to_roles
 from tests.operators.conftest import FAMILY_NAMES, logits, tiny_config, trained_like_model, wide_config
 
@@ -146,3 +146,104 @@ def test_net2net_noise_touches_only_entries_of_new_units():
     assert diff[:256].max() == 0 and diff[256:].min() > 0  # old rows untouched, new rows noisy
     out_diff = (noisy["ffn_out.weight"] - plain["ffn_out.weight"]).abs()
     assert out_diff[:, :256].max() == 0 and out_diff[:, 256:].max() > 0
+
+
+def test_split_shares_of_a_units_copies_sum_to_one_and_differ():
+    index = torch.tensor([0, 1, 2, 0, 0, 1])  # unit 0 copied 3x, unit 1 twice, unit 2 once
+    counts = torch.bincount(index)
+    shares = split_shares((4, 6), 1, index, counts, 0.2, torch.Generator().manual_seed(0),
+                          torch.float64)
+    for unit in range(3):
+        torch.testing.assert_close(shares[:, index == unit].sum(dim=1), torch.ones(4, dtype=torch.float64),
+                                   rtol=0, atol=1e-15)
+    assert (shares[:, 2] == 1).all()  # an uncopied unit keeps its whole weight
+    assert (shares[:, [0, 3, 4]] - 1 / 3).abs().min() > 0  # the copies' shares are not equal
+    assert not torch.equal(shares[0], shares[1])  # per entry, not per unit
+
+
+# every growth that is exact with equal shares stays exact with random ones
+SPLIT_EXACT = [(width, growth) for (width, growth), exact in EXACT.items() if exact and width in COPYING]
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("width, growth", SPLIT_EXACT)
+def test_split_noise_keeps_exact_growth_exact(family, width, growth, token_ids):
+    source = trained_like_model(family)
+    target = wide_config(family, **TARGETS[growth])
+    plain = grow(source, target, width=width).state_dict()
+    split = grow(source, target, width=width, width_options={"split_noise": 0.3})
+    error = (logits(source, token_ids) - logits(split, token_ids)).abs().max().item()
+    assert error < 1e-10, error
+    changed = [key for key, value in split.state_dict().items() if not torch.equal(value, plain[key])]
+    assert changed  # ... with other weights than the equal split
+
+
+def _twin_gap(model, source_rows: int) -> float:
+    """Largest distance between a copied FFN unit's incoming weights and its original's
+    (layer 0): 0 while the copies are twins."""
+    rows = to_roles(model.state_dict(), FAMILIES["bert"]).layers[0]["ffn_in.weight"]
+    gaps = torch.cdist(rows[source_rows:], rows[:source_rows],
+                       compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+    return gaps.max().item()
+
+
+def _train(model, steps: int = 3):
+    """A few SGD steps of masked LM on random tokens, no dropout (as the benchmark presets)."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.eval()  # dropout off; gradients still flow
+    for _ in range(steps):
+        ids = torch.randint(0, model.config.vocab_size, (4, 16))
+        loss = model(input_ids=ids, labels=ids).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+def test_copied_units_stay_twins_in_training_unless_their_shares_are_split():
+    """Why split_noise exists: FPI's copies get the same gradients as their originals and never
+    separate without dropout; with split shares they do, from the first step."""
+    source = trained_like_model("bert")
+    target = wide_config("bert", **TARGETS["ffn"])  # 256 -> 384 FFN units, 128 of them copies
+    plain = grow(source, target, width="bert2bert_fpi")
+    split = grow(source, target, width="bert2bert_fpi", width_options={"split_noise": 0.1})
+    assert _twin_gap(plain, 256) == 0 and _twin_gap(split, 256) == 0  # copies at growth
+    assert _twin_gap(_train(plain), 256) < 1e-12
+    assert _twin_gap(_train(split), 256) > 1e-4
+
+
+def test_split_noise_on_adam_moments_is_ignored():
+    """Moments are mapped like the values (same seed, same maps) but never split."""
+    from ligo.operators import grow_roles
+
+    source = to_roles(trained_like_model("bert").state_dict(), FAMILIES["bert"]).map(lambda r, t: t.abs())
+    target = wide_config("bert", **TARGETS["double"])
+    small = tiny_config("bert")
+    equal = grow_roles(source, small, target, width="bert2bert_fpi", moment_power=2)
+    split = grow_roles(source, small, target, width="bert2bert_fpi", moment_power=2,
+                       width_options={"split_noise": 0.3})
+    for plain_layer, split_layer in zip(equal.layers, split.layers, strict=True):
+        for role, tensor in plain_layer.items():
+            assert torch.equal(tensor, split_layer[role]), role
+
+
+@pytest.mark.parametrize("width, options, message", [
+    ("zero", {"split_noise": 0.1}, "copies none"),
+    ("random", {"split_noise": 0.1}, "copies none"),
+    ("bert2bert_fpi", {"noise_std": 0.01}, "use width_split_noise"),
+])
+def test_noise_a_width_operator_would_ignore_is_an_error(width, options, message):
+    with pytest.raises(ValueError, match=message):
+        grow(trained_like_model("bert"), wide_config("bert", **TARGETS["double"]), width=width,
+             width_options=options)
+
+
+def test_the_public_api_splits_as_the_operator_does():
+    import ligo
+
+    source = trained_like_model("bert")
+    target = wide_config("bert", **TARGETS["double"])
+    api = ligo.grow(source, target, width="bert2bert_fpi", width_split_noise=0.3).state_dict()
+    direct = grow(source, target, width="bert2bert_fpi", width_options={"split_noise": 0.3}).state_dict()
+    assert all(torch.equal(value, direct[key]) for key, value in api.items())
