@@ -597,6 +597,10 @@ def markdown(results: dict) -> str:
                     if setup.get("grown_steps", setup["steps"]) != setup["steps"] else "")
                  + f"), LiGO {_ligo_steps_text(setup['ligo_steps'])} operator steps"
                  + (f", masking {setup['mlm_probability']:.0%}" if "mlm_probability" in setup else "")
+                 + (f", the fixed width operators' copies split their shares (--width_split_noise "
+                    f"{setup['width_split_noise']:g})" if setup.get("width_split_noise") else
+                    ", the fixed width operators' copies equal (no --width_split_noise)"
+                    if "width_split_noise" in setup else "")
                  + (f", {setup['position_init']} position init of the from-scratch runs"
                     if setup.get("position_init", "random") != "random" else "") + "; "
                  f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores. "

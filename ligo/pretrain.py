@@ -365,7 +365,9 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
             **growth.operator_options())
         log.info("grew %s into %s (%s%s); AdamW %s", growth.source_model_path,
                  model_args.config_name, growth.grow_scheme,
-                 f" + {growth.width_scheme}" if growth.width_scheme else "",
+                 (f" + {growth.width_scheme}" if growth.width_scheme else "")
+                 + (f", copies' shares split by {growth.width_split_noise:g}"
+                    if growth.width_split_noise else ""),
                  "moments mapped from the source checkpoint" if map_source_optimizer
                  else "starts from zero")
     else:

@@ -105,6 +105,18 @@ def test_resetting_the_optimizer_is_an_option(tmp_path, small_run, small_corpus,
         assert expected in caplog.text
 
 
+def test_split_copies_are_logged_and_recorded_in_the_runs_identity(tmp_path, small_run, small_corpus,
+                                                                     cache_dir, caplog):
+    config = write_config(tmp_path, "bert", num_hidden_layers=4, hidden_size=128,
+                          num_attention_heads=4, intermediate_size=512)
+    pretrain_main(run_argv(tmp_path / "run", "bert", small_corpus, cache_dir, "--max_steps", "1",
+                           "--source_model_path", str(small_run), "--width_scheme", "bert2bert_fpi",
+                           "--width_split_noise", "0.5", config=config))
+    assert "(stack + bert2bert_fpi, copies' shares split by 0.5)" in caplog.text
+    grown_from = json.loads((tmp_path / "run" / "run.json").read_text())["grown_from"]
+    assert grown_from["width_options"]["split_noise"] == 0.5
+
+
 def test_a_damaged_newest_source_checkpoint_grows_the_final_model_not_an_older_step(
         tmp_path, small_corpus, cache_dir, caplog):
     from safetensors.torch import load_file

@@ -171,6 +171,9 @@ def test_merge_averages_the_savings_of_two_seeds(tmp_path):
     (tmp_path / "split.json").write_text(json.dumps(split))
     with pytest.raises(SystemExit, match="ran stack/interpolate/bert2bert/double with width_split_noise 0.1"):
         growth.merge([files[0], tmp_path / "split.json"])
+    assert "copies split their shares (--width_split_noise 0.1)" in growth.markdown(
+        growth.merge([tmp_path / "split.json"]))
+    assert "copies equal (no --width_split_noise)" in growth.markdown(growth.merge([files[0]]))
 
 
 def test_the_mean_curve_stops_where_a_seed_stopped_and_each_seed_goes_on_thin():
