@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
             label, operator = method, f"{method}_operator"
             if method.startswith("ligo") and args.ligo_steps != DEFAULT_LIGO_STEPS:
                 label, operator = f"{method}-{args.ligo_steps}steps", f"{method}_operator_{args.ligo_steps}steps"
-            if method in growth.ROW_SETTINGS["width_split_noise"] and args.width_split_noise:
+            if method in growth.COPYING_ROWS and args.width_split_noise:
                 label = f"{method}-split{args.width_split_noise:g}"  # rows before it: plain copies
             print(f"=== {label}, after-growth recipe {name}", flush=True)
             out = seed_dir / "recipes" / name / label

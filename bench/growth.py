@@ -121,7 +121,9 @@ DROP_ROWS = ("ligo_layer_drop", "ligo_token_drop")
 REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", "msg", *LIGO_INITS,
          *DROP_ROWS}  # grown from `small`
 # settings of single rows: files merge whatever these are, unless both ran the row
-ROW_SETTINGS = {"width_split_noise": ("stack", "interpolate", "bert2bert", "double"),
+# the fixed rows whose width operator copies units (--width_split_noise splits their copies)
+COPYING_ROWS = ("stack", "interpolate", "bert2bert", "double")
+ROW_SETTINGS = {"width_split_noise": COPYING_ROWS,
                 "msg_ramp_steps": ("msg",), "layer_drop": ("ligo_layer_drop",),
                 "layer_drop_ramp_steps": ("ligo_layer_drop",), "token_drop": ("ligo_token_drop",)}
 # the runs that start from a fresh model (their --position_init is the preset's); every other
@@ -221,8 +223,7 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
     argv = method_argv(method, args, work, small_dir, goal, seed=seed, learning_rate=learning_rate,
                        out=out, operator_dir=operator_dir)
     if method in LIGO_INITS or method in DROP_ROWS:
-        init = "ligo" if method in DROP_ROWS else method
-        operator_dir = operator_dir or work / f"{init}_operator"
+        init, operator_dir = _operator_of(method, work, operator_dir)
         if not (operator_dir / "ligo_operator.pt").is_file():
             grow_main(operator_flags(args, seed, operator_dir, small_dir, init) + LIGO_INITS[init])
     start = time.perf_counter()
@@ -230,6 +231,12 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
     (out / "bench_wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     (out / "bench_argv.json").write_text(json.dumps(argv) + "\n")
     return out
+
+
+def _operator_of(method: str, work: Path, operator_dir: Path | None) -> tuple[str, Path]:
+    """A LiGO row's operator: its init (the drop rows share the `ligo` row's) and folder."""
+    init = "ligo" if method in DROP_ROWS else method
+    return init, operator_dir or work / f"{init}_operator"
 
 
 def method_argv(method: str, args, work: Path, small_dir: Path, goal: float | None = None, *,
@@ -259,13 +266,12 @@ def method_argv(method: str, args, work: Path, small_dir: Path, goal: float | No
         argv = common + grown_lr + grown_steps + from_small + [
             "--config_name", target, "--grow_scheme", depth, "--width_scheme", width]
         split = getattr(args, "width_split_noise", 0.0)  # callers from before the flag: none
-        if method in ROW_SETTINGS["width_split_noise"] and split:  # their width copies units
+        if method in COPYING_ROWS and split:
             argv += ["--width_split_noise", repr(split)]
         if method == "msg":
             argv += ["--msg_ramp_steps", str(getattr(args, "msg_ramp_steps", 100))]
     elif method in LIGO_INITS or method in DROP_ROWS:
-        init = "ligo" if method in DROP_ROWS else method
-        operator_dir = operator_dir or work / f"{init}_operator"
+        _, operator_dir = _operator_of(method, work, operator_dir)
         argv = common + grown_lr + grown_steps + ["--config_name", target, "--grow_scheme", "ligo",
                                             "--source_model_path", str(small_dir),
                                             "--pretrained_ligo_path", str(operator_dir)]
@@ -816,8 +822,9 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
     for method in methods:
         goal = runs["scratch"]["curve"][-1]["loss"] if args.stop_at_goal and runs else None
         out = work / method
-        same = _same_command(out, method_argv(method, args, work, work / "small", goal, seed=seed))
-        if args.reuse_finished and _finished(out) and same is not False:
+        same = (_same_command(out, method_argv(method, args, work, work / "small", goal, seed=seed))
+                if args.reuse_finished and _finished(out) else False)
+        if same is not False:
             print(f"=== {method} (seed {seed}): reusing the finished run in {out}"
                   + (" (ran before commands were recorded: assumed the same)" if same is None else ""),
                   flush=True)

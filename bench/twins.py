@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     if not 0 < args.tolerance < 1:
         parser.error(f"--tolerance must be in (0, 1), not {args.tolerance}")
+    from ligo.train.checkpoint import list_checkpoints
+
     for model in args.models:
-        if not (model / "config.json").is_file() and not any(model.glob("checkpoint-*")):
+        if not (model / "config.json").is_file() and not list_checkpoints(model):
             parser.error(f"{model} holds no model (no config.json, no checkpoint-*): give a Hugging "
                          "Face model folder or a run folder")
     if args.output is not None and args.output.exists() and args.output.is_dir():

@@ -198,23 +198,17 @@ def expand(role: str, tensor: torch.Tensor, maps: dict[str, torch.Tensor],
             copy_in = torch.arange(tensor.shape[1]) // len(counts[axes[1]])
             tensor = tensor * (copy_out[:, None] == copy_in[None, :]).to(tensor.dtype)
         return tensor
-    if moment_power:
-        axis = _output_axis(role, tensor, tied_decoder)
-        if axis is not None and axes[axis] in maps:
-            kind = axes[axis]
-            shape = [1] * tensor.ndim
-            shape[axis] = -1
-            tensor = tensor / (counts[kind][maps[kind]].to(tensor.dtype) ** moment_power).view(shape)
-        return tensor
-    axis = _input_axis(role, tensor, tied_decoder)
+    axis = (_output_axis(role, tensor, tied_decoder) if moment_power
+            else _input_axis(role, tensor, tied_decoder))
     if axis is not None and axes[axis] in maps:
         kind = axes[axis]
-        if split_noise:
+        if split_noise and not moment_power:  # moments follow the source, unsplit
             return tensor * split_shares(tensor.shape, axis, maps[kind], counts[kind],
                                          split_noise, generator, tensor.dtype)
+        scale = counts[kind][maps[kind]].to(tensor.dtype) ** max(moment_power, 1)
         shape = [1] * tensor.ndim
         shape[axis] = -1
-        tensor = tensor / counts[kind][maps[kind]].to(tensor.dtype).view(shape)
+        tensor = tensor / scale.view(shape)
     return tensor
 
 
@@ -226,7 +220,6 @@ def _expand_roles(roles: Roles, maps, moment_power: int = 0, block_diagonal: boo
                   split_noise: float = 0.0, generator: torch.Generator | None = None) -> Roles:
     counts = _counts(maps)
     tied = "head.weight" not in roles.model
-    split_noise = 0.0 if moment_power else split_noise  # moments follow the source, unsplit
     return roles.map(lambda role, t: expand(role, t, maps, counts, moment_power, block_diagonal,
                                             tied_decoder=tied, split_noise=split_noise,
                                             generator=generator))
