@@ -123,7 +123,9 @@ REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", "msg", *LIGO_INI
 # settings of single rows: files merge whatever these are, unless both ran the row
 # the fixed rows whose width operator copies units (--width_split_noise splits their copies)
 COPYING_ROWS = ("stack", "interpolate", "bert2bert", "double")
-ROW_SETTINGS = {"width_split_noise": COPYING_ROWS,
+# the LiGO rows that start exactly where a copying fixed row starts: with the same split
+FROM_COPYING_ROWS = ("ligo_from_stack", "ligo_from_bert2bert")
+ROW_SETTINGS = {"width_split_noise": COPYING_ROWS, "from_operator_split_noise": FROM_COPYING_ROWS,
                 "msg_ramp_steps": ("msg",), "layer_drop": ("ligo_layer_drop",),
                 "layer_drop_ramp_steps": ("ligo_layer_drop",), "token_drop": ("ligo_token_drop",)}
 # the runs that start from a fresh model (their --position_init is the preset's); every other
@@ -224,8 +226,12 @@ def run_method(method: str, args, work: Path, small_dir: Path, goal: float | Non
                        out=out, operator_dir=operator_dir)
     if method in LIGO_INITS or method in DROP_ROWS:
         init, operator_dir = _operator_of(method, work, operator_dir)
-        if not (operator_dir / "ligo_operator.pt").is_file():
-            grow_main(operator_flags(args, seed, operator_dir, small_dir, init) + LIGO_INITS[init])
+        operator = operator_argv(args, seed, operator_dir, small_dir, init)
+        # an operator made by another command (other steps, init or split) is made again
+        if (not (operator_dir / "ligo_operator.pt").is_file()
+                or _same_command(operator_dir, operator) is False):
+            grow_main(operator)
+            (operator_dir / "bench_argv.json").write_text(json.dumps(operator) + "\n")
     start = time.perf_counter()
     pretrain_main(argv)
     (out / "bench_wall_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
@@ -343,6 +349,16 @@ def _ligo_steps_text(steps) -> str:
         return str(steps)
     rows = [f"{m} {n}" for m, n in steps.items() if m != "default"]
     return f"{steps['default']}" + (f" ({', '.join(rows)})" if rows else "")
+
+
+def operator_argv(args, seed: int, out: Path, small_dir: Path, init: str = "ligo") -> list[str]:
+    """The command line of a LiGO row's operator run: its init, and for a row that starts
+    where a copying fixed row starts, that row's --width_split_noise."""
+    argv = operator_flags(args, seed, out, small_dir, init) + LIGO_INITS[init]
+    split = getattr(args, "width_split_noise", 0.0)
+    if init in FROM_COPYING_ROWS and split:
+        argv += ["--width_split_noise", repr(split)]
+    return argv
 
 
 def operator_flags(args, seed: int, out: Path, small_dir: Path, method: str = "ligo") -> list[str]:
@@ -502,6 +518,7 @@ def merge(files: list[Path]) -> dict:
         results["setup"].setdefault("grown_steps", results["setup"]["steps"])
         results["setup"].setdefault("position_init", "random")  # files from before the flag
         results["setup"].setdefault("width_split_noise", 0.0)  # ... and before this one
+        results["setup"].setdefault("from_operator_split_noise", 0.0)  # ... and this one
     first = loaded[0]
     ignore = ("seeds", "quick", *ROW_SETTINGS)
     for other, name in zip(loaded[1:], files[1:], strict=True):
@@ -607,6 +624,7 @@ def markdown(results: dict) -> str:
                     f"{setup['width_split_noise']:g})" if setup.get("width_split_noise") else
                     ", the fixed width operators' copies equal (no --width_split_noise)"
                     if "width_split_noise" in setup else "")
+                 + _from_rows_text(setup, summary["methods"])
                  + (f", {setup['position_init']} position init of the from-scratch runs"
                     if setup.get("position_init", "random") != "random" else "") + "; "
                  f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores. "
@@ -617,6 +635,15 @@ def markdown(results: dict) -> str:
                     if setup.get("quick") else "")
                  + "Commands: " + "; ".join(f"`{c}`" for c in results["commands"]) + ".")
     return "\n".join(lines)
+
+
+def _from_rows_text(setup: dict, methods) -> str:
+    """How the LiGO rows that start where a copying fixed row starts were split (if run)."""
+    if not set(FROM_COPYING_ROWS) & set(methods) or "from_operator_split_noise" not in setup:
+        return ""
+    split = setup["from_operator_split_noise"]
+    return (f", the ligo_from_* operators starting from the same split ({split:g})" if split
+            else ", the ligo_from_* operators starting from equal copies")
 
 
 def _paired_lines(paired: dict) -> list[str]:
@@ -822,7 +849,7 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
     for method in methods:
         goal = runs["scratch"]["curve"][-1]["loss"] if args.stop_at_goal and runs else None
         out = work / method
-        same = (_same_command(out, method_argv(method, args, work, work / "small", goal, seed=seed))
+        same = (_same_run(method, args, work, goal, seed)
                 if args.reuse_finished and _finished(out) else False)
         if same is not False:
             print(f"=== {method} (seed {seed}): reusing the finished run in {out}"
@@ -854,6 +881,17 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
     digest = hashlib.sha256(tokenizer.read_bytes()).hexdigest() if tokenizer.is_file() else None
     return {"runs": runs, "unigram_loss": unigram, "summary": summary, "reused_runs": reused,
             "tokenizer_sha256": digest}
+
+
+def _same_run(method: str, args, work: Path, goal: float | None, seed: int) -> bool | None:
+    """Whether <work>/<method> was made by the command this run would use, and a LiGO row's
+    operator too (None: some part predates the record and is assumed the same)."""
+    small = work / "small"
+    same = [_same_command(work / method, method_argv(method, args, work, small, goal, seed=seed))]
+    if method in LIGO_INITS or method in DROP_ROWS:
+        init, operator_dir = _operator_of(method, work, None)
+        same.append(_same_command(operator_dir, operator_argv(args, seed, operator_dir, small, init)))
+    return False if False in same else None if None in same else True
 
 
 def _same_command(run_dir: Path, argv: list[str]) -> bool | None:
@@ -900,7 +938,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="rows whose width operator copies units (stack, interpolate, "
                              "bert2bert, double): the copies take random shares of the source "
                              "unit's outgoing weights (exact, but they separate in training; "
-                             "the presets have no dropout, so at 0 they stay twins)")
+                             "the presets have no dropout, so at 0 they stay twins); the LiGO "
+                             "rows that start where one of them starts (ligo_from_stack, "
+                             "ligo_from_bert2bert) start from the same split")
     parser.add_argument("--layer_drop", type=float, default=0.5,
                         help="ligo_layer_drop: the deepest layer's drop probability (PLD's 0.5)")
     parser.add_argument("--layer_drop_ramp_steps", type=int, default=100,
@@ -1019,6 +1059,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "grown_steps": r["grown_steps"],
                   "ligo_steps": args.ligo_steps, "ligo_learning_rate": args.ligo_learning_rate,
                   "width_split_noise": args.width_split_noise,
+                  "from_operator_split_noise": args.width_split_noise,
                   "msg_ramp_steps": args.msg_ramp_steps, "layer_drop": args.layer_drop,
                   "layer_drop_ramp_steps": args.layer_drop_ramp_steps, "token_drop": args.token_drop,
                   "eval_steps": r["eval_steps"], "eval_max_batches": args.eval_max_batches,

@@ -6,12 +6,21 @@ fixed operator it generalises (stack + bert2bert_fpi) trained as an ordinary mod
 For every variant: the eval loss of the large model at the operator's init, after its
 training, and the fixed operator's loss at the same point, two ways: at its start (what the
 operator must beat for free) and after as many FLOPs of ordinary training as the operator
-spent (read off the `stack` run's curve in a growth results file, when given). An operator
-whose end loss is not below the latter costs more than it brings.
+spent (read off the fixed row's curve in a growth results file, when given: `bert2bert` for
+the variants that start from it, `stack` for the others). An operator whose end loss is not
+below the latter costs more than it brings.
+
+With --grown (and --growth_results), each operator's model is then trained as the growth
+benchmark's `ligo` row is (the preset's after-growth recipe, stopping at the goal) and its
+reuse FLOPs savings is computed against that results file's scratch run of the same seed,
+the operator's FLOPs counted: the figure that decides, beside the fixed rows' savings on that
+seed. The variants that start from a copying fixed operator (FPI, AKI) start from it with
+its copies split by --width_split_noise, as bench/growth.py's fixed rows and its
+ligo_from_* rows do.
 
     python bench/ligo_ablation.py --preset gpt2 --source_run WORK/gpt2-seed1/small \
         --growth_results bench/results/growth_gpt2.json --output bench/results/ligo_ablation_gpt2.json
-    python bench/ligo_ablation.py --preset gpt2 --source_run ... --variants paper from_stack
+    python bench/ligo_ablation.py --preset gpt2 --source_run ... --variants paper from_stack --grown
 """
 from __future__ import annotations
 
@@ -30,6 +39,11 @@ VARIANTS = {
     "sel": ("stackbert_noisy sel", ["--fuse_init_scheme", "stackbert_noisy", "sel"]),
     "sel_noisy": ("stackbert_noisy sel_noisy", ["--fuse_init_scheme", "stackbert_noisy", "sel_noisy"]),
     "from_stack": ("init = stack + bert2bert_fpi exactly", ["--init_from_operator", "stack", "bert2bert_fpi"]),
+    "from_bert2bert": ("init = stack + bert2bert_aki exactly",
+                       ["--init_from_operator", "stack", "bert2bert_aki"]),
+    "from_bert2bert_25steps": ("init = stack + bert2bert_aki exactly, 25 operator steps",
+                               ["--init_from_operator", "stack", "bert2bert_aki", "--max_steps", "25",
+                                "--eval_steps", "25", "--logging_steps", "25"]),
     "from_stack_lr1e-4": ("init = stack + bert2bert_fpi, operator LR 1e-4",
                           ["--init_from_operator", "stack", "bert2bert_fpi", "--learning_rate", "1e-4"]),
     "from_stack_lr1e-2": ("init = stack + bert2bert_fpi, operator LR 1e-2",
@@ -39,6 +53,33 @@ VARIANTS = {
     "paper_untied": ("stackbert_noisy rand, untied expansions",
                      ["--fuse_init_scheme", "stackbert_noisy", "rand", "--no_fuse_tie_param"]),
 }
+# the growth benchmark's row that a variant's operator is, and the fixed row it generalises
+GROWTH_ROWS = {"paper": "ligo", "from_stack": "ligo_from_stack", "from_bert2bert": "ligo_from_bert2bert"}
+FIXED_ROW = {"from_bert2bert": "bert2bert", "from_bert2bert_25steps": "bert2bert"}  # else stack
+# the recipe a --grown run shares with the growth results it is compared with
+SHARED_SETUP = {"source": "source", "target": "target", "steps": "steps", "batch_size": "batch",
+                "block_size": "block", "grown_learning_rate": "grown_lr",
+                "grown_warmup_steps": "grown_warmup", "grown_steps": "grown_steps",
+                "eval_steps": "eval_steps", "eval_max_batches": None, "bf16": None}
+
+
+def variant_flags(name: str, split: float) -> list[str]:
+    """A variant's operator flags; one that starts from a copying fixed operator gets its split."""
+    flags = list(VARIANTS[name][1])
+    if "--init_from_operator" in flags and split:
+        flags += ["--width_split_noise", repr(split)]
+    return flags
+
+
+def check_same_recipe(args, setup: dict) -> None:
+    """--grown compares with the results file's scratch run: both must share the recipe."""
+    chosen = growth.recipe(args)
+    differs = [f"{key} {setup.get(key)} there, {chosen[name] if name else getattr(args, key)} here"
+               for key, name in SHARED_SETUP.items()
+               if str(setup.get(key)) != str(chosen[name] if name else getattr(args, key))]
+    if differs:
+        raise SystemExit(f"error: --grown compares with {args.growth_results}, whose recipe differs: "
+                         + "; ".join(differs) + ". Give a results file of this preset's recipe")
 
 
 def loss_at_flops(curve: list[dict], flops: float) -> float | None:
@@ -71,30 +112,45 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cache_dir")
     parser.add_argument("--eval_max_batches", type=int, default=8)  # as bench/growth.py: its eval set
     parser.add_argument("--bf16", default="true")
+    parser.add_argument("--width_split_noise", type=float, default=growth.SPLIT_NOISE,
+                        help="the variants that start from a copying fixed operator start from "
+                             "its copies split by this (bench/growth.py's default)")
+    parser.add_argument("--grown", action="store_true", help="train each operator's model on to "
+                        "the growth results' goal and report its reuse FLOPs savings")
     parser.add_argument("--output", default="out/ligo_ablation/ligo_ablation.json")
     args = parser.parse_args(argv)
     for name in ("source", "target", "steps", "tokenizer_path", "small_steps", "learning_rate",
                  "warmup_steps", "grown_learning_rate", "grown_warmup_steps", "eval_steps",
                  "batch_size", "block_size"):
         setattr(args, name, None)  # growth.recipe(): the preset's own recipe, no overrides
+    if args.width_split_noise < 0:
+        raise SystemExit(f"error: --width_split_noise {args.width_split_noise}: must be >= 0")
+    if args.ligo_steps < 1:
+        raise SystemExit(f"error: --ligo_steps {args.ligo_steps}: must be >= 1")
+    if args.grown and not args.growth_results:
+        raise SystemExit("error: --grown needs --growth_results (its scratch run of the same seed "
+                         "gives the goal and the cost the savings are measured against)")
     source_dir = Path(args.source_run)
     if not (source_dir / "config.json").is_file():
         raise SystemExit(f"error: --source {source_dir} holds no trained model (config.json)")
     args.train_files = args.train_files or [str(growth.SHARED / "corpus")]
     args.cache_dir = args.cache_dir or str(Path(args.workdir) / "cache")
-    stack_curve = None
+    seed_runs, summary = {}, None
     if args.growth_results:
         results = json.loads(Path(args.growth_results).read_text())
         seed_runs = results["seeds"].get(str(args.seed), {}).get("runs", {})
-        if results["setup"]["preset"] != args.preset or "stack" not in seed_runs:
-            raise SystemExit(f"error: {args.growth_results} has no {args.preset} stack run for "
-                             f"seed {args.seed}")
-        stack_curve = seed_runs["stack"]["curve"]
+        needed = {FIXED_ROW.get(name, "stack") for name in args.variants} | ({"scratch"} if args.grown else set())
+        if results["setup"]["preset"] != args.preset or needed - set(seed_runs):
+            raise SystemExit(f"error: {args.growth_results} has no {args.preset} "
+                             f"{'/'.join(sorted(needed - set(seed_runs)))} run for seed {args.seed}")
+        if args.grown:
+            check_same_recipe(args, results["setup"])
+        summary = results["seeds"][str(args.seed)]["summary"]
     from ligo.grow_train import main as grow_main
 
     rows = {}
     for name in args.variants:
-        what, flags = VARIANTS[name]
+        what, flags = VARIANTS[name][0], variant_flags(name, args.width_split_noise)
         out = Path(args.workdir) / name
         print(f"=== {name}: {what}", flush=True)
         result = grow_main(growth.operator_flags(args, args.seed, out, source_dir) + flags)
@@ -103,26 +159,70 @@ def main(argv: list[str] | None = None) -> dict:
                "source_loss": result["source_eval_loss"],
                "fixed_operator_loss": result["fixed_operator_eval_loss"],
                "init_loss": result["init_eval_loss"], "end_loss": result["eval_loss"]}
-        if stack_curve is not None:  # the fixed operator's model after the same FLOPs
-            row["fixed_operator_loss_at_equal_flops"] = loss_at_flops(stack_curve, result["flops"])
+        fixed_row = FIXED_ROW.get(name, "stack")
+        if fixed_row in seed_runs:  # the fixed operator's model after the same FLOPs
+            row["fixed_row"] = fixed_row
+            row["fixed_operator_loss_at_equal_flops"] = loss_at_flops(seed_runs[fixed_row]["curve"],
+                                                                      result["flops"])
+        if args.grown:
+            row.update(grown_savings(args, out, source_dir, seed_runs["scratch"]["curve"]))
         rows[name] = row
     report = {"command": command_line("ligo_ablation.py", argv),
               "preset": args.preset, "seed": args.seed, "ligo_steps": args.ligo_steps,
-              "ligo_learning_rate": args.ligo_learning_rate, "variants": rows}
+              "ligo_learning_rate": args.ligo_learning_rate,
+              "width_split_noise": args.width_split_noise, "variants": rows}
+    if summary is not None and args.grown:  # what the variants compete with, on this seed
+        report["goal_eval_loss"] = summary["goal_eval_loss"]
+        report["growth_rows_savings"] = {method: row["reuse_flops_savings"]
+                                         for method, row in summary["methods"].items()
+                                         if method != "scratch"}
     write_json(report, args.output)
     print(markdown(report))
     return report
 
 
+def grown_savings(args, operator_dir: Path, source_dir: Path, scratch_curve: list[dict]) -> dict:
+    """Train the operator's model on (the growth benchmark's `ligo` row recipe, stopping at the
+    goal) and its reuse FLOPs savings against the scratch curve: its curve's FLOPs start at the
+    operator's, so they are counted."""
+    from ligo.pretrain import main as pretrain_main
+
+    goal = scratch_curve[-1]["loss"]
+    out = operator_dir.parent / f"{operator_dir.name}-grown"
+    pretrain_main(growth.method_argv("ligo", args, operator_dir.parent, source_dir, goal,
+                                     seed=args.seed, out=out, operator_dir=operator_dir))
+    curve = growth.read_curve(out)
+    reached = growth.cost_to_reach(curve, goal, "flops")
+    scratch = growth.cost_to_reach(scratch_curve, goal, "flops")
+    return {"grown_final_loss": curve[-1]["loss"], "grown_steps_run": curve[-1]["step"],
+            "reuse_flops_savings": None if reached is None else 1 - reached / scratch,
+            "distance_to_goal": max(0.0, curve[-1]["loss"] - goal)}
+
+
 def markdown(report: dict) -> str:
-    lines = ["| variant | at init | after operator | fixed operator (stack + FPI) | fixed operator "
-             "after the same FLOPs | operator beats it by |", "|---|---:|---:|---:|---:|---:|"]
+    grown = any("reuse_flops_savings" in row for row in report["variants"].values())
+    lines = ["| variant | at init | after operator | fixed operator | fixed operator "
+             "after the same FLOPs | operator beats it by |" + (" reuse FLOPs savings |" if grown else ""),
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if grown else "")]
     for name, row in report["variants"].items():
         equal = row.get("fixed_operator_loss_at_equal_flops")
         gain = "—" if equal is None else f"{equal - row['end_loss']:+.4f}"
-        lines.append(f"| {name}: {row['what']} | {row['init_loss']:.4f} | {row['end_loss']:.4f} | "
-                     f"{row['fixed_operator_loss']:.4f} | "
-                     f"{'—' if equal is None else f'{equal:.4f}'} | {gain} |")
+        at_equal = "—" if equal is None else f"{equal:.4f} ({row.get('fixed_row', 'stack')})"
+        line = (f"| {name}: {row['what']} | {row['init_loss']:.4f} | {row['end_loss']:.4f} | "
+                f"{row['fixed_operator_loss']:.4f} | {at_equal} | {gain} |")
+        if grown:
+            savings = row.get("reuse_flops_savings")
+            line += (" — |" if "reuse_flops_savings" not in row else
+                     f" not reached ({row['distance_to_goal']:.3f} short) |" if savings is None
+                     else f" {savings:.1%} |")
+        lines.append(line)
+    fixed = report.get("growth_rows_savings")
+    if fixed:
+        lines.append("")
+        lines.append(f"The growth benchmark's rows on seed {report['seed']} (goal "
+                     f"{report['goal_eval_loss']:.4f}): " + ", ".join(
+                         f"{method} {'not reached' if value is None else f'{value:.1%}'}"
+                         for method, value in fixed.items()) + ".")
     return "\n".join(lines)
 
 

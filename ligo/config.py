@@ -545,6 +545,10 @@ class LiGOArguments:
     init_from_operator: list[str] | None = field(default=None, metadata={
         "help": "DEPTH [WIDTH]: start exactly where this fixed operator ends (e.g. stack "
                 "bert2bert_aki)"})
+    width_split_noise: float = field(default=0.0, metadata={
+        "help": "with --init_from_operator: that operator's --width_split_noise (its copied "
+                "units take split shares; run_lm_distributed.py), so the operator starts where "
+                "the fixed operator's run with the same split starts"})
     ligo_seed: int = 0
 
     def __post_init__(self):
@@ -561,7 +565,7 @@ class LiGOArguments:
     def options(self):
         from ligo.operators.depth import DEPTH_OPERATORS
         from ligo.operators.learned import LiGOOptions
-        from ligo.operators.width import WIDTH_OPERATORS
+        from ligo.operators.width import COPYING, WIDTH_OPERATORS
 
         if self.init_from_operator:
             depth, width = (list(self.init_from_operator) + [None])[:2]
@@ -573,6 +577,13 @@ class LiGOArguments:
                 raise ValueError(f"--init_from_operator {' '.join(self.init_from_operator)}: depth "
                                  f"one of {', '.join(DEPTH_OPERATORS)}, width one of "
                                  f"{', '.join(WIDTH_OPERATORS)}")
+            if self.width_split_noise and width not in COPYING:
+                raise ValueError(f"--width_split_noise splits copied units; --init_from_operator "
+                                 f"{' '.join(self.init_from_operator)} copies none: give a width "
+                                 f"operator that does ({', '.join(COPYING)})")
+        elif self.width_split_noise:
+            raise ValueError("--width_split_noise splits the copies of the fixed operator given by "
+                             "--init_from_operator (e.g. stack bert2bert_aki); without it, drop it")
         return LiGOOptions(tune_width=self.tune_width, tune_depth=self.tune_depth,
                            depth_init=self.fuse_init_scheme[0], width_init=self.fuse_init_scheme[1],
                            init_noise=self.fuse_init_noise, width_form=self.width_form,
@@ -580,6 +591,7 @@ class LiGOArguments:
                            residual_noise=self.tune_residual_noise,
                            tune_small_model=self.tune_small_model,
                            init_from=tuple(self.init_from_operator) if self.init_from_operator else None,
+                           init_split_noise=self.width_split_noise,
                            seed=self.ligo_seed)
 
 

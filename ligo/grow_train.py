@@ -49,16 +49,25 @@ def main(argv: list[str] | None = None) -> dict:
                                             LiGOArguments), argv, __doc__)
 
 
-def reference_losses(trainer, small_config, small_state, setup, device,
-                     fixed_operator: tuple[str, str]) -> dict[str, float]:
+def fixed_operator(options) -> tuple[str, str]:
+    """(depth, width) of the fixed operator a LiGO operator is compared with: the one it
+    starts from, or stack + bert2bert_fpi (StackBERT), the init it starts near."""
+    if options.init_from:
+        return options.init_from[0], options.init_from[1] or "bert2bert_fpi"
+    return "stack", "bert2bert_fpi"
+
+
+def reference_losses(trainer, small_config, small_state, setup, device, options) -> dict[str, float]:
     """Eval loss, on the run's own eval blocks, of the source and of the fixed operator that
-    LiGO generalises (`fixed_operator`: the one it starts from, or stack + bert2bert_fpi, the
-    StackBERT init it starts near): what the operator's training has to beat to be worth its
-    FLOPs."""
+    LiGO generalises (`fixed_operator(options)`: the one it starts from, with its split, or
+    stack + bert2bert_fpi, the StackBERT init it starts near): what the operator's training
+    has to beat to be worth its FLOPs."""
     import ligo
 
+    depth, width = fixed_operator(options)
     small = model_from_state(small_config, small_state)
-    fixed = ligo.grow(small, setup.config, depth=fixed_operator[0], width=fixed_operator[1])
+    fixed = ligo.grow(small, setup.config, depth=depth, width=width, seed=options.seed,
+                      width_split_noise=options.init_split_noise)
     losses = {name: trainer.evaluate(LanguageModelingLoss(model, setup.family).to(device))["loss"]
               for name, model in (("source", small), ("fixed_operator", fixed))}
     del fixed  # a whole large model: not kept beside the operator's training
@@ -101,9 +110,8 @@ def train_operator(model_args: ModelArguments, data_args: DataArguments,
                             model=operator, setup=setup, train_args=train_args, info=info,
                             flops_per_token=flops_per_token)
     trainable = sum(p.numel() for p in operator.parameters() if p.requires_grad)
-    fixed_operator = (options.init_from[0], options.init_from[1] or "bert2bert_fpi") \
-        if options.init_from else ("stack", "bert2bert_fpi")
-    fixed_name = f"{fixed_operator[0]} + {fixed_operator[1]}"
+    fixed_name = " + ".join(fixed_operator(options)) + (
+        f", copies split by {options.init_split_noise:g}" if options.init_split_noise else "")
     init = (f"exactly {fixed_name}'s weights (--init_from_operator)" if options.init_from
             else " ".join(ligo_args.fuse_init_scheme))
     log.info("LiGO %s -> %s: %.2fM trainable parameters (%s), init %s; %d train blocks, global "
@@ -111,8 +119,7 @@ def train_operator(model_args: ModelArguments, data_args: DataArguments,
              trainable / 1e6, ", ".join(k for k in ("width", "depth", "residual", "small_model")
                                         if getattr(options, f"tune_{k}")),
              init, len(setup.data.train), trainer.global_batch, flops_per_token)
-    references = reference_losses(trainer, small_config, small_state, setup, info.device,
-                                  fixed_operator)
+    references = reference_losses(trainer, small_config, small_state, setup, info.device, options)
     initial = trainer.evaluate() if trainer.progress.step == 0 else {}
     if initial:
         log.info("eval loss at the start: source %.4f, fixed operator (%s) %.4f, the operator's "

@@ -56,21 +56,26 @@ def test_100_operator_steps_lower_the_large_models_loss_and_leave_the_small_weig
     assert list((out / "tensorboard").glob("events.*"))
 
 
+@pytest.mark.parametrize("split", [None, "0.5"])
 def test_the_log_compares_the_operator_with_the_fixed_operator_it_starts_from(
-        tmp_path, small_run, small_corpus, cache_dir, caplog):
+        tmp_path, small_run, small_corpus, cache_dir, caplog, split):
     source = small_run("gpt2")
     config = wide(tmp_path, "gpt2")
+    extra = ["--width_split_noise", split] if split else []
+    name = "stack + bert2bert_aki" + (", copies split by 0.5" if split else "")
     with caplog.at_level("INFO", logger="ligo"):
         results = grow_main(operator_argv(tmp_path / "op", "gpt2", source, small_corpus, cache_dir,
                                           config, "--max_steps", "2", "--eval_steps", "2",
-                                          "--init_from_operator", "stack", "bert2bert_aki"))
+                                          "--init_from_operator", "stack", "bert2bert_aki", *extra))
     start = next(r.getMessage() for r in caplog.records if "eval loss at the start" in r.getMessage())
     end = next(r.getMessage() for r in caplog.records if "eval loss at the end" in r.getMessage())
-    assert "fixed operator (stack + bert2bert_aki)" in start and f"source {results['source_eval_loss']:.4f}" in start
-    assert f"the operator {results['eval_loss']:.4f}" in end and "(stack + bert2bert_aki)" in end
-    assert results["fixed_operator"] == "stack + bert2bert_aki"
-    # started exactly where that fixed operator ends
+    assert f"fixed operator ({name})" in start and f"source {results['source_eval_loss']:.4f}" in start
+    assert f"the operator {results['eval_loss']:.4f}" in end and f"({name})" in end
+    assert results["fixed_operator"] == name
+    # started exactly where that fixed operator (with its split) ends
     assert results["init_eval_loss"] == pytest.approx(results["fixed_operator_eval_loss"], abs=1e-5)
+    assert json.loads((tmp_path / "op" / "ligo_operator.json").read_text())["options"][
+        "init_split_noise"] == (0.5 if split else 0.0)
 
 
 def test_warmup_longer_than_the_run_and_bad_input_are_refused(tmp_path, small_run, small_corpus,
@@ -88,6 +93,12 @@ def test_warmup_longer_than_the_run_and_bad_input_are_refused(tmp_path, small_ru
         run(src=tmp_path / "missing")
     with pytest.raises(ValueError, match="unknown LiGO depth init scheme 'stack'"):
         run("--fuse_init_scheme", "stack", "rand")
+    with pytest.raises(ValueError, match="--width_split_noise splits the copies of the fixed operator"):
+        run("--width_split_noise", "0.5")  # no --init_from_operator: nothing to split
+    with pytest.raises(ValueError, match="copies none"):
+        run("--init_from_operator", "stack", "zero", "--width_split_noise", "0.5")
+    with pytest.raises(ValueError, match="width_split_noise"):
+        run("--init_from_operator", "stack", "bert2bert_aki", "--width_split_noise", "-1")
     with pytest.raises(ValueError, match="--tune_depth: the depth does not change"):
         run(cfg=write_config(tmp_path, "bert", hidden_size=128, num_attention_heads=4,
                              intermediate_size=512))

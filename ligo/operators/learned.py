@@ -23,7 +23,9 @@ The operator works on roles (ligo.roles), so BERT, RoBERTa and GPT-2 share this 
 `init_from=(depth, width)` makes it start exactly where a fixed operator of ligo.operators
 ends: the difference between that operator's weights and LiGO's own initial weights is kept
 as a constant offset added to every generated weight (zero change at step 0, LiGO's
-gradients from there on).
+gradients from there on). `init_split_noise` is that fixed operator's `width_split_noise`
+(its copied units take split shares), so the operator starts where a fixed-operator run
+with the same split starts.
 """
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ class LiGOOptions:
     residual_noise: float = 0.01  # its init: uniform(-noise, noise)
     tune_small_model: bool = False  # the small weights become trainable too
     init_from: tuple[str, str | None] | None = None  # (depth, width) operator to start from
+    init_split_noise: float = 0.0  # init_from's copied units take split shares (ligo.grow's width_split_noise)
     seed: int = 0
 
     def __post_init__(self):
@@ -84,6 +87,11 @@ class LiGOOptions:
                              f"{', '.join(WIDTH_FORMS)}")
         if self.init_from is not None:
             object.__setattr__(self, "init_from", tuple(self.init_from))
+        if self.init_split_noise < 0:
+            raise ValueError(f"init_split_noise must be >= 0, not {self.init_split_noise}")
+        if self.init_split_noise and not self.init_from:
+            raise ValueError("init_split_noise splits the copies of the fixed operator the LiGO "
+                             "operator starts from: it needs init_from (--init_from_operator)")
 
 
 def _size(config, kind: str) -> int:
@@ -320,7 +328,8 @@ class LiGO(nn.Module):
 
         depth, width = (list(self.options.init_from) + [None])[:2]
         fixed = grow_state(small_state, self.small_config, self.large_config, depth=depth,
-                           width=width, seed=self.options.seed)
+                           width=width, seed=self.options.seed,
+                           width_options={"split_noise": self.options.init_split_noise})
         own = self.forward()
         return {k: fixed[k].to(v.dtype) - v for k, v in own.items() if k not in self.family.tied}
 

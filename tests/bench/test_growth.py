@@ -174,6 +174,21 @@ def test_merge_averages_the_savings_of_two_seeds(tmp_path):
     assert "copies split their shares (--width_split_noise 0.1)" in growth.markdown(
         growth.merge([tmp_path / "split.json"]))
     assert "copies equal (no --width_split_noise)" in growth.markdown(growth.merge([files[0]]))
+    # the ligo_from_* rows' split is a setting of their own: files from before it read as 0
+    from_rows = seed_results(11, 5.0, 80)
+    from_rows["seeds"]["11"]["runs"]["ligo_from_bert2bert"] = from_rows["seeds"]["11"]["runs"]["stack"]
+    from_rows["seeds"]["11"]["summary"] = growth.summarise(from_rows["seeds"]["11"]["runs"])
+    (tmp_path / "from_equal.json").write_text(json.dumps(from_rows))
+    from_rows["setup"]["from_operator_split_noise"] = 0.1
+    from_rows["seeds"]["12"] = from_rows["seeds"].pop("11")
+    (tmp_path / "from_split.json").write_text(json.dumps(from_rows))
+    with pytest.raises(SystemExit, match="ran ligo_from_stack/ligo_from_bert2bert with from_operator_split_noise"):
+        growth.merge([tmp_path / "from_equal.json", tmp_path / "from_split.json"])
+    assert "ligo_from_* operators starting from the same split (0.1)" in growth.markdown(
+        growth.merge([tmp_path / "from_split.json"]))
+    assert "ligo_from_* operators starting from equal copies" in growth.markdown(
+        growth.merge([tmp_path / "from_equal.json"]))
+    assert "ligo_from_*" not in growth.markdown(growth.merge([files[0]]))  # no such row: nothing said
 
 
 def test_the_mean_curve_stops_where_a_seed_stopped_and_each_seed_goes_on_thin():
@@ -264,8 +279,46 @@ def test_split_noise_reaches_the_rows_whose_width_copies_units_only():
         assert ("--width_split_noise" in argv) == split, method
         if split:
             assert argv[argv.index("--width_split_noise") + 1] == "0.1"
+    # the LiGO rows that start where a copying row starts start from the same split
+    args.ligo_steps, args.ligo_learning_rate = {"default": 100}, 1e-3
+    for init in growth.LIGO_INITS:
+        argv = growth.operator_argv(args, 1, Path("work/op"), Path("work/small"), init)
+        assert ("--width_split_noise" in argv) == (init in ("ligo_from_stack", "ligo_from_bert2bert")), init
     args.width_split_noise = 0.0
     assert "--width_split_noise" not in growth.method_argv("stack", args, Path("w"), Path("w/small"))
+    assert "--width_split_noise" not in growth.operator_argv(args, 1, Path("o"), Path("s"), "ligo_from_stack")
+
+
+def test_an_operator_made_by_another_command_is_made_again(tmp_path, monkeypatch):
+    import ligo.grow_train
+    import ligo.pretrain
+
+    made = []
+
+    def fake_grow(argv):
+        out = Path(argv[argv.index("--output_dir") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "ligo_operator.pt").write_text("")
+        made.append(argv)
+
+    monkeypatch.setattr(ligo.grow_train, "main", fake_grow)
+    monkeypatch.setattr(ligo.pretrain, "main", lambda argv: Path(argv[argv.index("--output_dir") + 1]).mkdir(
+        parents=True, exist_ok=True))
+    values = {"preset": "gpt2", "train_files": ["corpus"], "cache_dir": "cache", "eval_max_batches": 8,
+              "bf16": "true", "position_init": None, "tokenizer_path": None, "width_split_noise": 0.5,
+              "ligo_steps": {"default": 100}, "ligo_learning_rate": 1e-3}
+    args = type("Args", (), values)
+    growth.run_method("ligo_from_bert2bert", args, tmp_path, tmp_path / "small")
+    growth.run_method("ligo_from_bert2bert", args, tmp_path, tmp_path / "small")
+    assert len(made) == 1  # the same command: the operator is reused
+    recorded = json.loads((tmp_path / "ligo_from_bert2bert_operator" / "bench_argv.json").read_text())
+    assert recorded == made[0] and recorded[recorded.index("--width_split_noise") + 1] == "0.5"
+    args.width_split_noise = 0.1
+    growth.run_method("ligo_from_bert2bert", args, tmp_path, tmp_path / "small")
+    assert len(made) == 2 and made[1][made[1].index("--width_split_noise") + 1] == "0.1"
+    (tmp_path / "ligo_from_bert2bert_operator" / "bench_argv.json").unlink()  # made before the record
+    growth.run_method("ligo_from_bert2bert", args, tmp_path, tmp_path / "small")
+    assert len(made) == 2  # assumed the same
 
 
 def test_a_finished_run_is_reused_only_if_its_recorded_command_is_this_one(tmp_path, monkeypatch):
@@ -286,13 +339,24 @@ def test_a_finished_run_is_reused_only_if_its_recorded_command_is_this_one(tmp_p
     monkeypatch.setattr(growth, "run_method", fake_run)
     values = {"preset": "bert", "train_files": ["corpus"], "cache_dir": "cache", "eval_max_batches": 8,
               "bf16": "true", "position_init": None, "tokenizer_path": None, "width_split_noise": 0.0,
-              "workdir": str(tmp_path), "reuse_finished": True, "stop_at_goal": True, "glue": False}
+              "workdir": str(tmp_path), "reuse_finished": True, "stop_at_goal": True, "glue": False,
+              "ligo_steps": {"default": 100}, "ligo_learning_rate": 1e-3}
     args = type("Args", (), values)
     growth.run_seed(args, 1, ["scratch", "small", "stack"])
     args.width_split_noise = 0.1
     again = growth.run_seed(args, 1, ["scratch", "small", "stack"])
     assert trained == ["scratch", "small", "stack", "stack"]  # only stack's command changed
     assert again["reused_runs"] == ["scratch", "small"]
+    # a LiGO row is reused only if its operator's recorded command is this one too
+    work = tmp_path / "bert-seed1"
+    operator = work / "ligo_operator"
+    operator.mkdir()
+    (operator / "bench_argv.json").write_text(json.dumps(growth.operator_argv(args, 1, operator, work / "small")))
+    growth.run_seed(args, 1, ["scratch", "small", "ligo"])
+    assert growth.run_seed(args, 1, ["scratch", "small", "ligo"])["reused_runs"] == ["scratch", "small", "ligo"]
+    args.ligo_steps = {"default": 50}  # the operator's command changes, the grown run's does not
+    assert growth.run_seed(args, 1, ["scratch", "small", "ligo"])["reused_runs"] == ["scratch", "small"]
+    assert trained[-2:] == ["ligo", "ligo"]
     (tmp_path / "bert-seed1" / "scratch" / "bench_argv.json").unlink()  # a run from before the record
     assert growth.run_seed(args, 1, ["scratch"])["reused_runs"] == ["scratch"]
 

@@ -1,5 +1,6 @@
 """bench/ligo_ablation.py: the equal-FLOPs comparison arithmetic and its table."""
 import importlib.util
+import json
 import sys
 
 import pytest
@@ -25,5 +26,49 @@ def test_the_table_says_by_how_much_the_operator_beats_the_fixed_operator():
         "what": "init = stack + bert2bert_fpi exactly", "init_loss": 4.90, "end_loss": 4.70,
         "fixed_operator_loss": 4.90, "fixed_operator_loss_at_equal_flops": 4.75}}}
     table = ablation.markdown(report)
-    assert "| from_stack: init = stack + bert2bert_fpi exactly | 4.9000 | 4.7000 | 4.9000 | 4.7500 | +0.0500 |" in table
-    assert set(ablation.VARIANTS) >= {"paper", "sel", "sel_noisy", "from_stack", "paper_full", "paper_untied"}
+    assert "| from_stack: init = stack + bert2bert_fpi exactly | 4.9000 | 4.7000 | 4.9000 | 4.7500 (stack) | +0.0500 |" in table
+    assert "savings" not in table  # no --grown: no savings column
+    assert set(ablation.VARIANTS) >= {"paper", "sel", "sel_noisy", "from_stack", "from_bert2bert",
+                                      "paper_full", "paper_untied"}
+
+
+def test_the_grown_table_shows_each_variants_savings_beside_the_fixed_rows():
+    row = {"init_loss": 5.0, "end_loss": 4.7, "fixed_operator_loss": 5.0,
+           "fixed_operator_loss_at_equal_flops": 4.8, "fixed_row": "bert2bert"}
+    report = {"seed": 2, "goal_eval_loss": 4.4, "variants": {
+        "from_bert2bert": {"what": "w", **row, "reuse_flops_savings": 0.423, "distance_to_goal": 0.0},
+        "paper": {"what": "p", **row, "reuse_flops_savings": None, "distance_to_goal": 0.0312}},
+        "growth_rows_savings": {"stack": None, "bert2bert": 0.4}}
+    table = ablation.markdown(report)
+    assert "| from_bert2bert: w | 5.0000 | 4.7000 | 5.0000 | 4.8000 (bert2bert) | +0.1000 | 42.3% |" in table
+    assert "| not reached (0.031 short) |" in table
+    assert "on seed 2 (goal 4.4000): stack not reached, bert2bert 40.0%." in table
+
+
+def test_variants_from_a_copying_operator_start_from_its_split():
+    assert ablation.variant_flags("from_bert2bert", 0.5)[-2:] == ["--width_split_noise", "0.5"]
+    assert "--width_split_noise" not in ablation.variant_flags("from_bert2bert", 0.0)
+    assert "--width_split_noise" not in ablation.variant_flags("paper", 0.5)  # its own init
+
+
+def test_grown_needs_results_of_the_same_recipe(tmp_path):
+    source = tmp_path / "small"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    with pytest.raises(SystemExit, match="--grown needs --growth_results"):
+        ablation.main(["--preset", "gpt2", "--source_run", str(source), "--grown"])
+    with pytest.raises(SystemExit, match="--width_split_noise -1.0: must be >= 0"):
+        ablation.main(["--preset", "gpt2", "--source_run", str(source), "--width_split_noise", "-1"])
+    runs = {"scratch": {"curve": []}, "stack": {"curve": []}}
+    results = {"setup": {"preset": "gpt2", "source": "gpt2-2L-128H-8k.json", "target": "gpt2-4L-256H-8k.json",
+                         "steps": 1200, "batch_size": 32, "block_size": 128, "grown_learning_rate": 0.002,
+                         "grown_warmup_steps": 40, "grown_steps": 600, "eval_steps": 40,
+                         "eval_max_batches": 8, "bf16": "true"},
+               "seeds": {"1": {"runs": runs, "summary": {}}}}
+    (tmp_path / "growth.json").write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match="recipe differs: grown_steps 600 there, 800 here"):
+        ablation.main(["--preset", "gpt2", "--source_run", str(source), "--grown", "--variants", "paper",
+                       "--growth_results", str(tmp_path / "growth.json")])
+    with pytest.raises(SystemExit, match="no gpt2 bert2bert run for seed 1"):
+        ablation.main(["--preset", "gpt2", "--source_run", str(source), "--variants", "from_bert2bert",
+                       "--growth_results", str(tmp_path / "growth.json")])

@@ -94,6 +94,29 @@ def test_init_from_a_fixed_operator_starts_where_that_operator_ends(family, fixe
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
+@pytest.mark.parametrize("fixed", [("stack", "bert2bert_aki"), ("interpolate", "bert2bert_fpi")])
+def test_init_from_a_split_fixed_operator_starts_where_that_split_operator_ends(family, fixed):
+    """init_split_noise is the fixed operator's width_split_noise: the operator starts at the
+    split weights (not at the equal copies), drawn with the same seed."""
+    model, state = small_state(family)
+    wide = wide_config(family, layers=4)
+    generated = LiGO(state, model.config, wide, LiGOOptions(init_from=fixed, init_split_noise=0.5,
+                                                              seed=3))()
+    split = grow_state(state, model.config, wide, depth=fixed[0], width=fixed[1], seed=3,
+                       width_options={"split_noise": 0.5})
+    equal = grow_state(state, model.config, wide, depth=fixed[0], width=fixed[1], seed=3)
+    for key in split:
+        torch.testing.assert_close(generated[key], split[key], rtol=0, atol=1e-14, msg=key)
+    assert any(not torch.allclose(split[k], equal[k], rtol=0, atol=1e-6) for k in split)
+    with pytest.raises(ValueError, match="needs init_from"):
+        LiGOOptions(init_split_noise=0.5)
+    with pytest.raises(ValueError, match=">= 0"):
+        LiGOOptions(init_from=fixed, init_split_noise=-0.1)
+    with pytest.raises(ValueError, match="copies none"):  # a width operator without copies
+        LiGO(state, model.config, wide, LiGOOptions(init_from=("stack", "zero"), init_split_noise=0.5))
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_gradients_reach_only_the_operator_parameters(family):
     model, state = small_state(family)
     operator = LiGO(state, model.config, wide_config(family, layers=4), LiGOOptions())
