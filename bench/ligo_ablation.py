@@ -33,6 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import growth  # noqa: E402 - bench/growth.py: presets, recipe, the runs' shared flags
 from reports import command_line, write_json  # noqa: E402 - bench/reports.py
 
+
+def _steps(count: int) -> list[str]:
+    """Operator flags for `count` steps instead of --ligo_steps (argparse: the last one wins)."""
+    return ["--max_steps", str(count), "--eval_steps", str(count), "--logging_steps", str(count)]
+
+
 # name: (what it is, the operator run's extra flags)
 VARIANTS = {
     "paper": ("stackbert_noisy rand (the paper's setting)", ["--fuse_init_scheme", "stackbert_noisy", "rand"]),
@@ -42,8 +48,11 @@ VARIANTS = {
     "from_bert2bert": ("init = stack + bert2bert_aki exactly",
                        ["--init_from_operator", "stack", "bert2bert_aki"]),
     "from_bert2bert_25steps": ("init = stack + bert2bert_aki exactly, 25 operator steps",
-                               ["--init_from_operator", "stack", "bert2bert_aki", "--max_steps", "25",
-                                "--eval_steps", "25", "--logging_steps", "25"]),
+                               ["--init_from_operator", "stack", "bert2bert_aki", *_steps(25)]),
+    "from_bert2bert_10steps": ("init = stack + bert2bert_aki exactly, 10 operator steps",
+                               ["--init_from_operator", "stack", "bert2bert_aki", *_steps(10)]),
+    "paper_25steps": ("stackbert_noisy rand, 25 operator steps",
+                      ["--fuse_init_scheme", "stackbert_noisy", "rand", *_steps(25)]),
     "from_stack_lr1e-4": ("init = stack + bert2bert_fpi, operator LR 1e-4",
                           ["--init_from_operator", "stack", "bert2bert_fpi", "--learning_rate", "1e-4"]),
     "from_stack_lr1e-2": ("init = stack + bert2bert_fpi, operator LR 1e-2",
