@@ -62,9 +62,14 @@ VARIANTS = {
     "paper_untied": ("stackbert_noisy rand, untied expansions",
                      ["--fuse_init_scheme", "stackbert_noisy", "rand", "--no_fuse_tie_param"]),
 }
-# the growth benchmark's row that a variant's operator is, and the fixed row it generalises
-GROWTH_ROWS = {"paper": "ligo", "from_stack": "ligo_from_stack", "from_bert2bert": "ligo_from_bert2bert"}
-FIXED_ROW = {"from_bert2bert": "bert2bert", "from_bert2bert_25steps": "bert2bert"}  # else stack
+
+
+def fixed_row(name: str) -> str:
+    """The growth benchmark's fixed row a variant is compared with: the one it starts from
+    (bert2bert for an AKI start), else stack (StackBERT, the init the paper's starts near)."""
+    return "bert2bert" if "bert2bert_aki" in VARIANTS[name][1] else "stack"
+
+
 # the recipe a --grown run shares with the growth results it is compared with
 SHARED_SETUP = {"source": "source", "target": "target", "steps": "steps", "batch_size": "batch",
                 "block_size": "block", "grown_learning_rate": "grown_lr",
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.growth_results:
         results = json.loads(Path(args.growth_results).read_text())
         seed_runs = results["seeds"].get(str(args.seed), {}).get("runs", {})
-        needed = {FIXED_ROW.get(name, "stack") for name in args.variants} | ({"scratch"} if args.grown else set())
+        needed = {fixed_row(name) for name in args.variants} | ({"scratch"} if args.grown else set())
         if results["setup"]["preset"] != args.preset or needed - set(seed_runs):
             raise SystemExit(f"error: {args.growth_results} has no {args.preset} "
                              f"{'/'.join(sorted(needed - set(seed_runs)))} run for seed {args.seed}")
@@ -168,10 +173,10 @@ def main(argv: list[str] | None = None) -> dict:
                "source_loss": result["source_eval_loss"],
                "fixed_operator_loss": result["fixed_operator_eval_loss"],
                "init_loss": result["init_eval_loss"], "end_loss": result["eval_loss"]}
-        fixed_row = FIXED_ROW.get(name, "stack")
-        if fixed_row in seed_runs:  # the fixed operator's model after the same FLOPs
-            row["fixed_row"] = fixed_row
-            row["fixed_operator_loss_at_equal_flops"] = loss_at_flops(seed_runs[fixed_row]["curve"],
+        compared = fixed_row(name)
+        if compared in seed_runs:  # the fixed operator's model after the same FLOPs
+            row["fixed_row"] = compared
+            row["fixed_operator_loss_at_equal_flops"] = loss_at_flops(seed_runs[compared]["curve"],
                                                                       result["flops"])
         if args.grown:
             row.update(grown_savings(args, out, source_dir, seed_runs["scratch"]["curve"]))

@@ -45,6 +45,13 @@ def test_the_grown_table_shows_each_variants_savings_beside_the_fixed_rows():
     assert "on seed 2 (goal 4.4000): stack not reached, bert2bert 40.0%." in table
 
 
+def test_each_variant_is_compared_with_the_fixed_row_it_starts_from():
+    assert {name: ablation.fixed_row(name) for name in ("from_bert2bert", "from_bert2bert_10steps",
+                                                       "from_bert2bert_25steps", "from_stack", "paper")} == {
+        "from_bert2bert": "bert2bert", "from_bert2bert_10steps": "bert2bert",
+        "from_bert2bert_25steps": "bert2bert", "from_stack": "stack", "paper": "stack"}
+
+
 def test_variants_from_a_copying_operator_start_from_its_split():
     assert ablation.variant_flags("from_bert2bert", 0.5)[-2:] == ["--width_split_noise", "0.5"]
     assert "--width_split_noise" not in ablation.variant_flags("from_bert2bert", 0.0)
