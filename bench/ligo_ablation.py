@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ligo_learning_rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--growth_results", help="a bench/growth.py results file of the same "
-                        "preset and seed: its stack curve gives the fixed operator's loss at "
-                        "equal FLOPs")
+                        "preset and seed: its stack and bert2bert curves give the fixed "
+                        "operator's loss at equal FLOPs, its scratch run --grown's goal")
     parser.add_argument("--train_files", nargs="+")
     parser.add_argument("--workdir", default="out/ligo_ablation")
     parser.add_argument("--cache_dir")
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "gives the goal and the cost the savings are measured against)")
     source_dir = Path(args.source_run)
     if not (source_dir / "config.json").is_file():
-        raise SystemExit(f"error: --source {source_dir} holds no trained model (config.json)")
+        raise SystemExit(f"error: --source_run {source_dir} holds no trained model (config.json): "
+                         "give a growth run's <workdir>/<preset>-seed<N>/small")
     args.train_files = args.train_files or [str(growth.SHARED / "corpus")]
     args.cache_dir = args.cache_dir or str(Path(args.workdir) / "cache")
     seed_runs, summary = {}, None

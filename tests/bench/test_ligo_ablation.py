@@ -62,6 +62,8 @@ def test_grown_needs_results_of_the_same_recipe(tmp_path):
     source = tmp_path / "small"
     source.mkdir()
     (source / "config.json").write_text("{}")
+    with pytest.raises(SystemExit, match="--source_run .* holds no trained model"):
+        ablation.main(["--preset", "gpt2", "--source_run", str(tmp_path / "missing")])
     with pytest.raises(SystemExit, match="--grown needs --growth_results"):
         ablation.main(["--preset", "gpt2", "--source_run", str(source), "--grown"])
     with pytest.raises(SystemExit, match="--width_split_noise -1.0: must be >= 0"):
