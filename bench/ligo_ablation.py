@@ -206,12 +206,11 @@ def grown_savings(args, operator_dir: Path, source_dir: Path, scratch_curve: lis
     out = operator_dir.parent / f"{operator_dir.name}-grown"
     pretrain_main(growth.method_argv("ligo", args, operator_dir.parent, source_dir, goal,
                                      seed=args.seed, out=out, operator_dir=operator_dir))
-    curve = growth.read_curve(out)
-    reached = growth.cost_to_reach(curve, goal, "flops")
-    scratch = growth.cost_to_reach(scratch_curve, goal, "flops")
-    return {"grown_final_loss": curve[-1]["loss"], "grown_steps_run": curve[-1]["step"],
-            "reuse_flops_savings": None if reached is None else 1 - reached / scratch,
-            "distance_to_goal": max(0.0, curve[-1]["loss"] - goal)}
+    runs = {"scratch": {"curve": scratch_curve}, "variant": {"curve": growth.read_curve(out)}}
+    row = growth.summarise(runs)["methods"]["variant"]  # the growth benchmark's own arithmetic
+    return {"grown_final_loss": row["final_loss"], "grown_steps_run": row["steps_run"],
+            "reuse_flops_savings": row["reuse_flops_savings"],
+            "distance_to_goal": row["distance_to_goal"]}
 
 
 def markdown(report: dict) -> str:

@@ -565,7 +565,7 @@ class LiGOArguments:
     def options(self):
         from ligo.operators.depth import DEPTH_OPERATORS
         from ligo.operators.learned import LiGOOptions
-        from ligo.operators.width import COPYING, WIDTH_OPERATORS
+        from ligo.operators.width import WIDTH_OPERATORS
 
         if self.init_from_operator:
             depth, width = (list(self.init_from_operator) + [None])[:2]
@@ -577,13 +577,6 @@ class LiGOArguments:
                 raise ValueError(f"--init_from_operator {' '.join(self.init_from_operator)}: depth "
                                  f"one of {', '.join(DEPTH_OPERATORS)}, width one of "
                                  f"{', '.join(WIDTH_OPERATORS)}")
-            if self.width_split_noise and width not in COPYING:
-                raise ValueError(f"--width_split_noise splits copied units; --init_from_operator "
-                                 f"{' '.join(self.init_from_operator)} copies none: give a width "
-                                 f"operator that does ({', '.join(COPYING)})")
-        elif self.width_split_noise:
-            raise ValueError("--width_split_noise splits the copies of the fixed operator given by "
-                             "--init_from_operator (e.g. stack bert2bert_aki); without it, drop it")
         return LiGOOptions(tune_width=self.tune_width, tune_depth=self.tune_depth,
                            depth_init=self.fuse_init_scheme[0], width_init=self.fuse_init_scheme[1],
                            init_noise=self.fuse_init_noise, width_form=self.width_form,

@@ -48,6 +48,7 @@ from ligo.models import (
     model_from_state,
     shape_signature,
 )
+from ligo.operators.width import COPYING
 from ligo.roles import Roles, expected_shapes, from_roles, to_roles
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,13 @@ class LiGOOptions:
         if self.init_split_noise < 0:
             raise ValueError(f"init_split_noise must be >= 0, not {self.init_split_noise}")
         if self.init_split_noise and not self.init_from:
-            raise ValueError("init_split_noise splits the copies of the fixed operator the LiGO "
-                             "operator starts from: it needs init_from (--init_from_operator)")
+            raise ValueError("--width_split_noise splits the copies of the fixed operator the LiGO "
+                             "operator starts from (init_split_noise): it needs init_from "
+                             "(--init_from_operator, e.g. stack bert2bert_aki)")
+        if self.init_split_noise and (list(self.init_from) + [None])[1] not in COPYING:
+            raise ValueError(f"--width_split_noise (init_split_noise) splits copied units; init_from "
+                             f"{' '.join(o for o in self.init_from if o)} copies none: give a width "
+                             f"operator that does ({', '.join(COPYING)})")
 
 
 def _size(config, kind: str) -> int:

@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,34 @@ def test_grown_needs_results_of_the_same_recipe(tmp_path):
     with pytest.raises(SystemExit, match="no gpt2 bert2bert run for seed 1"):
         ablation.main(["--preset", "gpt2", "--source_run", str(source), "--variants", "from_bert2bert",
                        "--growth_results", str(tmp_path / "growth.json")])
+
+
+def test_grown_savings_trains_the_operators_model_to_the_goal_and_counts_its_flops(tmp_path, monkeypatch):
+    """--grown: the `ligo` row's command on the variant's operator, stopping at scratch's final
+    loss; savings as the growth benchmark computes them (the curve starts at the operator's FLOPs)."""
+    import ligo.pretrain
+
+    seen = []
+
+    def fake_pretrain(argv):
+        seen.append(argv)
+        out = Path(argv[argv.index("--output_dir") + 1])
+        out.mkdir(parents=True)
+        (out / "metrics.jsonl").write_text("".join(json.dumps(
+            {"split": "eval", "step": step, "tokens": 1, "flops": flops, "train_seconds": 1.0, "loss": loss})
+            + "\n" for step, flops, loss in ((40, 30.0, 5.0), (80, 50.0, 4.0))))
+
+    monkeypatch.setattr(ligo.pretrain, "main", fake_pretrain)
+    args = type("Args", (), {"preset": "gpt2", "train_files": ["corpus"], "cache_dir": "cache",
+                             "eval_max_batches": 8, "bf16": "true", "position_init": None,
+                             "tokenizer_path": None, "seed": 1})
+    scratch = [{"step": 100, "flops": 50.0, "seconds": 1.0, "loss": 5.0},
+               {"step": 200, "flops": 100.0, "seconds": 2.0, "loss": 4.5}]
+    row = ablation.grown_savings(args, tmp_path / "paper", tmp_path / "small", scratch)
+    argv = seen[0]
+    assert argv[argv.index("--pretrained_ligo_path") + 1] == str(tmp_path / "paper")
+    assert argv[argv.index("--output_dir") + 1] == str(tmp_path / "paper-grown")
+    assert float(argv[argv.index("--stop_at_eval_loss") + 1]) == 4.5
+    # the goal 4.5 is crossed half way from 30 to 50 FLOPs: 40 against scratch's 100
+    assert row == {"grown_final_loss": 4.0, "grown_steps_run": 80, "reuse_flops_savings": pytest.approx(0.6),
+                   "distance_to_goal": 0.0}
