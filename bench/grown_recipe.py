@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import growth  # noqa: E402 - bench/growth.py: presets, recipe, run_method, cost_to_reach
 from reports import command_line, write_json  # noqa: E402 - bench/reports.py
 
+from ligo.precision import bf16_flag  # noqa: E402
+
 GROWN_METHODS = ("stack", "interpolate", "bert2bert", "double", "zero", "msg", *growth.LIGO_INITS)
 DEFAULT_LIGO_STEPS = 100  # bench/growth.py's --ligo_steps; its operators are reused as they are
 
@@ -83,9 +85,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--width_split_noise", type=float, default=growth.SPLIT_NOISE,
                         help="stack/bert2bert: as bench/growth.py's flag")
     parser.add_argument("--eval_max_batches", type=int, default=8)  # as bench/growth.py: its eval set
-    parser.add_argument("--bf16", default="true")
+    parser.add_argument("--bf16", default="auto", choices=("true", "false", "auto"),
+                        help="bf16 autocast; auto: where this machine runs it natively "
+                             "(ligo.precision: not on AVX2-only CPUs), recorded resolved")
     parser.add_argument("--output", default="out/grown_recipe.json")
     args = parser.parse_args(argv)
+    args.bf16 = bf16_flag(args.bf16)
     seed_dir = Path(args.seed_dir)
     for run in ("scratch", "small"):
         if not (seed_dir / run / "results.json").is_file():

@@ -959,7 +959,9 @@ def main(argv: list[str] | None = None) -> dict:
                              "default: the preset's")
     parser.add_argument("--eval_steps", type=int)
     parser.add_argument("--eval_max_batches", type=int, default=8)
-    parser.add_argument("--bf16", default="true")
+    parser.add_argument("--bf16", default="auto", choices=("true", "false", "auto"),
+                        help="bf16 autocast; auto: where this machine runs it natively "
+                             "(ligo.precision: not on AVX2-only CPUs), recorded resolved")
     parser.add_argument("--glue", action=argparse.BooleanOptionalAction, default=False,
                         help="fine-tune each BERT result on the movie-review task (slow)")
     parser.add_argument("--glue_learning_rate", type=float, default=1e-4)
@@ -1001,6 +1003,9 @@ def main(argv: list[str] | None = None) -> dict:
         results = merge(args.merge)
         results["commands"].append(_command(args.argv))
         return _write(results, Path(args.output))
+    from ligo.precision import bf16_flag  # (imports torch: not for --table, --estimate, --merge)
+
+    args.bf16 = bf16_flag(args.bf16)
     args.cache_dir = args.cache_dir or str(Path(args.workdir) / "cache")
     if args.quick:  # tiny (2 layers, hidden 64, heads of 32) -> 4 layers, hidden 128
         work = Path(args.workdir)

@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import growth  # noqa: E402 - bench/growth.py: presets, recipe, the runs' shared flags
 from reports import command_line, write_json  # noqa: E402 - bench/reports.py
 
+from ligo.precision import bf16_flag  # noqa: E402
+
 
 def _steps(count: int) -> list[str]:
     """Operator flags for `count` steps instead of --ligo_steps (argparse: the last one wins)."""
@@ -125,7 +127,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", default="out/ligo_ablation")
     parser.add_argument("--cache_dir")
     parser.add_argument("--eval_max_batches", type=int, default=8)  # as bench/growth.py: its eval set
-    parser.add_argument("--bf16", default="true")
+    parser.add_argument("--bf16", default="auto", choices=("true", "false", "auto"),
+                        help="bf16 autocast; auto: where this machine runs it natively "
+                             "(ligo.precision: not on AVX2-only CPUs), recorded resolved")
     parser.add_argument("--width_split_noise", type=float, default=growth.SPLIT_NOISE,
                         help="the variants that start from a copying fixed operator start from "
                              "its copies split by this (bench/growth.py's default)")
@@ -133,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "the growth results' goal and report its reuse FLOPs savings")
     parser.add_argument("--output", default="out/ligo_ablation/ligo_ablation.json")
     args = parser.parse_args(argv)
+    args.bf16 = bf16_flag(args.bf16)
     for name in ("source", "target", "steps", "tokenizer_path", "small_steps", "learning_rate",
                  "warmup_steps", "grown_learning_rate", "grown_warmup_steps", "eval_steps",
                  "batch_size", "block_size"):

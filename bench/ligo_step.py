@@ -29,6 +29,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from ligo.precision import native_bfloat16  # noqa: E402
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -90,7 +91,9 @@ def main() -> None:
     parser.add_argument("--target", default=str(REPO / "configs" / "bert-12L-768H.json"))
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--precision", choices=("bf16", "fp32"),
+                        default="bf16" if native_bfloat16() else "fp32",
+                        help="default: bf16 where the CPU has bf16 instructions (ligo.precision)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "ligo_step.json"))

@@ -19,6 +19,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from ligo.precision import native_bfloat16  # noqa: E402
 
 
 def main(argv=None):
@@ -31,7 +32,9 @@ def main(argv=None):
     parser.add_argument("--model", default=str(REPO / "configs/bert-6L-512H.json"))
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
+    parser.add_argument("--precision", choices=("bf16", "fp32"),
+                        default="bf16" if native_bfloat16() else "fp32",
+                        help="default: bf16 where the CPU has bf16 instructions (ligo.precision)")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--top", type=int, default=12)

@@ -35,6 +35,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from reports import command_line, write_json  # noqa: E402 - bench/reports.py
 
+from ligo.precision import native_bfloat16  # noqa: E402
+
 SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))  # as the tests
 SHARED_VOCAB = SHARED / "vocab"
 TOKENIZERS = {"bert": SHARED_VOCAB / "bert-base-uncased-vocab.txt", "gpt2": SHARED_VOCAB / "gpt2",
@@ -209,7 +211,9 @@ def markdown_table(result: dict) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", nargs="+", choices=sorted(TOKENIZERS), default=["bert", "gpt2", "roberta"])
-    parser.add_argument("--precisions", nargs="+", choices=sorted(DTYPES), default=["bf16", "fp32"])
+    parser.add_argument("--precisions", nargs="+", choices=sorted(DTYPES),
+                        help="default: bf16 and fp32, or fp32 alone on a CPU without bf16 "
+                             "instructions (ligo.precision: its bf16 matmuls run ~200x slower)")
     parser.add_argument("--compile", nargs="*", choices=sorted(DTYPES), default=["bf16"],
                         help="precisions that also get a --compile row (none: --compile alone)")
     parser.add_argument("--size", default="6L-512H", help="configs/<family>-<size>.json")
@@ -224,6 +228,12 @@ def main(argv=None):
     if args.table:
         print(markdown_table(json.loads(Path(args.table).read_text())))
         return None
+    native = native_bfloat16("cuda" if torch.cuda.is_available() else "cpu")
+    if args.precisions is None:
+        args.precisions = ["bf16", "fp32"] if native else ["fp32"]
+    elif "bf16" in args.precisions and not native:
+        parser.error("--precisions bf16: this machine has no native bfloat16 (ligo.precision); "
+                     "measure fp32")
     for name in ("seq_len", "batch_size", "warmup", "steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")

@@ -64,6 +64,12 @@ def run_distributed(body, groups: tuple, argv: list[str] | None, description: st
     info = distributed.init_distributed(timeout)
     setup_logging(info.is_main)
     try:
+        from ligo.precision import resolve_bfloat16
+
+        for group in arguments:  # before any work: refuse a slow bf16, settle auto
+            if hasattr(group, "bf16"):
+                group.bf16 = resolve_bfloat16(group.bf16, info.device,
+                                              fp16=getattr(group, "fp16", False))
         return body(*arguments, info)
     finally:
         distributed.shutdown(info)

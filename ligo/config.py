@@ -23,6 +23,10 @@ def _str2bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def _str2bool_or_auto(text: str) -> bool | str:
+    return "auto" if str(text).strip().lower() == "auto" else _str2bool(text)
+
+
 def read_argument_file(path: str | Path) -> list[str]:
     """`key = value` lines -> ["--key", "value", ...]; a list value is split on whitespace."""
     path = Path(path)
@@ -193,7 +197,12 @@ class TrainingArguments:
                 "run_grow_distributed.py); --warmup_steps wins when given"})
     lr_end: float = 0.0
     poly_power: float = 1.0
-    bf16: bool = False
+    bf16: bool | str = field(default=False, metadata={
+        "accepts_auto": True,
+        "help": "bfloat16 autocast: true, false, or auto (true where the device runs bf16 "
+                "natively, as the configs/*_wiki.txt recipes set). true is refused where it "
+                "would run in a slow fallback (a CPU without AVX512/AMX: ~200x slower; "
+                "ligo.precision)"})
     fp16: bool = False
     logging_steps: int = 10
     eval_steps: int = 200
@@ -257,7 +266,7 @@ class TrainingArguments:
                 and self.lr_end >= self.learning_rate):
             raise ValueError(f"--lr_end {self.lr_end:g} must be below --learning_rate "
                              f"{self.learning_rate:g}: poly decays from the peak to lr_end")
-        if self.bf16 and self.fp16:
+        if self.bf16 is True and self.fp16:
             raise ValueError("choose one of --bf16 and --fp16, not both")
         if self.checkpoint_format not in ("full", "sharded"):
             raise ValueError(f"--checkpoint_format must be full or sharded, not "
@@ -601,7 +610,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
         args = typing.get_args(kind)
         list_kind = kind if typing.get_origin(kind) is list else next(
             (a for a in args if typing.get_origin(a) is list), None)
-        if kind is bool:
+        if f.metadata.get("accepts_auto"):
+            options.update(type=_str2bool_or_auto, nargs="?", const=True)
+        elif kind is bool:
             options.update(type=_str2bool, nargs="?", const=True)
         elif list_kind is not None:
             options.update(nargs="+", type=typing.get_args(list_kind)[0])

@@ -28,6 +28,7 @@ import torch
 
 from ligo import distributed
 from ligo.fileio import atomic_write_text, refuse_foreign_output, refuse_output_holding_inputs
+from ligo.precision import check_bfloat16
 
 log = logging.getLogger("ligo.glue")
 
@@ -465,6 +466,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("give --glue_dir (GLUE layout), --task_dir (your own task) or --from_hub")
     info = distributed.init_distributed()
     try:
+        check_bfloat16(args.bf16, info.device)
         return _sweep(args, tasks, info)
     finally:
         distributed.shutdown(info)

@@ -422,10 +422,11 @@ def pretrain(model_args: ModelArguments, data_args: DataArguments,
                        seconds=float(growth_cost.get("seconds", 0.0)))
     n_params = sum(p.numel() for p in model.parameters())
     tokens = max_steps * trainer.global_batch * data_args.block_size
-    log.info("%s: %.1fM parameters, %d train / %d valid blocks of %d tokens, global batch %d, "
+    precision = "bf16 autocast" if train_args.bf16 else "fp16 autocast" if train_args.fp16 else "float32"
+    log.info("%s: %.1fM parameters, %d train / %d valid blocks of %d tokens, global batch %d, %s, "
              "%.3g training FLOPs per token; the run: %d steps, %.3g tokens (%.2f epochs), %.3g "
              "FLOPs%s", family.name, n_params / 1e6, len(data.train), len(data.valid),
-             data_args.block_size, trainer.global_batch, flops_per_token, max_steps,
+             data_args.block_size, trainer.global_batch, precision, flops_per_token, max_steps,
              tokens, tokens / max(1, len(data.train) * data_args.block_size),
              tokens * flops_per_token, " (before growth events)" if schedule.active else "")
 

@@ -10,7 +10,7 @@ from ligo.models import read_model_dir
 from ligo.operators.learned import LiGO, load_operator, materialise
 from ligo.pretrain import main as pretrain_main
 from ligo.roles import to_roles
-from tests.conftest import run_argv, torchrun, write_config
+from tests.conftest import fast_precision, run_argv, torchrun, write_config
 
 
 def wide(folder, family, **changes):
@@ -34,7 +34,7 @@ def test_100_operator_steps_lower_the_large_models_loss_and_leave_the_small_weig
     config = wide(tmp_path, family)
     out = tmp_path / "op"
     # GPT-2's 50k-way head dominates its step: bf16 autocast halves the test's time
-    precision = ["--bf16", "true"] if family == "gpt2" else []
+    precision = fast_precision() if family == "gpt2" else []
     results = grow_main(operator_argv(out, family, source, small_corpus, cache_dir, config,
                                       "--max_steps", "100", "--eval_steps", "100",
                                       "--fuse_init_scheme", "stackbert_noisy", "rand", *precision))

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from ligo.pretrain import main
-from tests.conftest import GPT2_BPE, REPO, run_argv, write_config
+from tests.conftest import GPT2_BPE, REPO, fast_precision, run_argv, write_config
 
 
 def eval_losses(output_dir):
@@ -64,7 +64,7 @@ def test_main_runs_end_to_end_and_exports_a_transformers_model(family, auto_clas
 @pytest.mark.slow
 @pytest.mark.parametrize("family, steps, extra", [
     ("bert", 300, ["--learning_rate", "1e-3"]),
-    ("gpt2", 150, ["--learning_rate", "2e-3", "--bf16", "true"]),
+    ("gpt2", 150, ["--learning_rate", "2e-3", *fast_precision()]),
 ])
 def test_loss_decreases_on_real_text(family, steps, extra, tmp_path, small_corpus, cache_dir):
     out = tmp_path / family
