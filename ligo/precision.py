@@ -13,7 +13,10 @@ def native_bfloat16(device: torch.device | str = "cpu") -> bool:
     newer), CPUs whose oneDNN has bf16 kernels (AVX512 or AMX)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch before 2.3 has no such argument (and did not count emulation)
+            return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         try:  # oneDNN's own test of the CPU's instruction set (a private op, stable since 1.x)
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -12,7 +12,7 @@ from ligo.fileio import atomic_write, atomic_write_text
 PACKAGE = Path(__file__).resolve().parents[1] / "ligo"
 SUBPACKAGES = ("train", "data", "operators")  # one unit each
 LOWER = {"ligo.families", "ligo.roles", "ligo.models", "ligo.operators", "ligo.data",
-         "ligo.fileio", "ligo.progress", "ligo.distributed"}
+         "ligo.fileio", "ligo.progress", "ligo.distributed", "ligo.precision"}
 HIGHER = {"ligo.train", "ligo.parallel", "ligo.schedule", "ligo.cli", "ligo.config",
           "ligo.pretrain", "ligo.grow_train", "ligo.grow_model", "ligo.glue", "ligo.lm_eval",
           "ligo.export", "ligo.plot"}

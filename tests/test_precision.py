@@ -110,3 +110,18 @@ def test_the_recipe_files_bf16_auto_trains_in_float32_on_a_cpu_without_bf16(
     with caplog.at_level("INFO", logger="ligo"):
         assert main(argv)["finished"]
     assert any("global batch 8, float32," in r.getMessage() for r in caplog.records)
+
+
+def test_a_gpu_that_only_emulates_bf16_does_not_count_as_native(monkeypatch):
+    """V100/T4 emulate bf16 (torch.cuda.is_bf16_supported() says True by default); only
+    hardware bf16 counts."""
+    asked = []
+
+    def is_bf16_supported(including_emulation=True):
+        asked.append(including_emulation)
+        return including_emulation  # an emulating GPU
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert precision.native_bfloat16("cuda") is False and asked == [False]
+    with pytest.raises(ValueError, match="no bfloat16 units"):
+        precision.check_bfloat16(True, "cuda")
