@@ -85,9 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--width_split_noise", type=float, default=growth.SPLIT_NOISE,
                         help="stack/bert2bert: as bench/growth.py's flag")
     parser.add_argument("--eval_max_batches", type=int, default=8)  # as bench/growth.py: its eval set
-    parser.add_argument("--bf16", default="auto", choices=("true", "false", "auto"),
-                        help="bf16 autocast; auto: where this machine runs it natively "
-                             "(ligo.precision: not on AVX2-only CPUs), recorded resolved")
+    growth.add_bf16_argument(parser)
     parser.add_argument("--output", default="out/grown_recipe.json")
     args = parser.parse_args(argv)
     args.bf16 = bf16_flag(args.bf16)

@@ -148,6 +148,13 @@ REGIMES = ("learning", "source_reaches_goal", "plateau")  # best to worst
 SPLIT_NOISE = 0.5
 
 
+def add_bf16_argument(parser) -> None:
+    """--bf16 of every growth benchmark script (resolved by ligo.precision.bf16_flag)."""
+    parser.add_argument("--bf16", default="auto", choices=("true", "false", "auto"),
+                        help="bf16 autocast; auto: where this machine runs it natively "
+                             "(ligo.precision: not on AVX2-only CPUs), recorded resolved")
+
+
 def regime(below_unigram: float, source_above_goal: float | None) -> str:
     if below_unigram < REGIME_MARGIN:
         return "plateau"
@@ -959,9 +966,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "default: the preset's")
     parser.add_argument("--eval_steps", type=int)
     parser.add_argument("--eval_max_batches", type=int, default=8)
-    parser.add_argument("--bf16", default="auto", choices=("true", "false", "auto"),
-                        help="bf16 autocast; auto: where this machine runs it natively "
-                             "(ligo.precision: not on AVX2-only CPUs), recorded resolved")
+    add_bf16_argument(parser)
     parser.add_argument("--glue", action=argparse.BooleanOptionalAction, default=False,
                         help="fine-tune each BERT result on the movie-review task (slow)")
     parser.add_argument("--glue_learning_rate", type=float, default=1e-4)

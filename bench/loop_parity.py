@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-from growth import PRESETS, _stats  # noqa: E402  (bench/growth.py, next to this script)
+from growth import PRESETS, _stats, add_bf16_argument  # noqa: E402  (bench/growth.py, next to this script)
 
 from ligo.precision import bf16_flag  # noqa: E402
 
@@ -167,20 +167,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup_steps", type=int, default=100)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--block_size", type=int, default=128)
-    parser.add_argument("--bf16", default="auto", choices=("true", "false", "auto"),
-                        help="bf16 autocast; auto: where this machine runs it natively "
-                             "(ligo.precision: not on AVX2-only CPUs), recorded resolved")
+    add_bf16_argument(parser)
     parser.add_argument("--train_files", nargs="+", default=[str(SHARED / "corpus")])
     parser.add_argument("--workdir", default=str(REPO / "out" / "bench_loop_parity"))
     parser.add_argument("--cache_dir", help="default <workdir>/cache")
     parser.add_argument("--output", help="default bench/results/loop_parity_<preset>.json")
     parser.add_argument("--table", help="print the markdown table of this results JSON and exit")
     args = parser.parse_args(argv)
-    args.bf16 = bf16_flag(args.bf16)
     if args.table:
         results = json.loads(Path(args.table).read_text())
         print(markdown(results))
         return results
+    args.bf16 = bf16_flag(args.bf16)
     args.learning_rate = args.learning_rate or PRESETS[args.preset]["lr"]
     args.cache_dir = args.cache_dir or str(Path(args.workdir) / "cache")
     work = Path(args.workdir)

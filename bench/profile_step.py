@@ -33,7 +33,7 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--precision", choices=("bf16", "fp32"),
-                        default="bf16" if native_bfloat16() else "fp32",
+                        default="bf16" if native_bfloat16("cpu") else "fp32",  # it runs on the CPU
                         help="default: bf16 where the CPU has bf16 instructions (ligo.precision)")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--compile", action="store_true")

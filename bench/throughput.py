@@ -228,7 +228,7 @@ def main(argv=None):
     if args.table:
         print(markdown_table(json.loads(Path(args.table).read_text())))
         return None
-    native = native_bfloat16("cuda" if torch.cuda.is_available() else "cpu")
+    native = native_bfloat16()  # the device the measured runs train on
     if args.precisions is None:
         args.precisions = ["bf16", "fp32"] if native else ["fp32"]
     elif "bf16" in args.precisions and not native:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import torch
 
 
-def native_bfloat16(device: torch.device | str = "cpu") -> bool:
+def native_bfloat16(device: torch.device | str | None = None) -> bool:
     """True where bf16 matmuls run in fast kernels: CUDA devices with bf16 units (Ampere or
-    newer), CPUs whose oneDNN has bf16 kernels (AVX512 or AMX)."""
-    device = torch.device(device)
+    newer), CPUs whose oneDNN has bf16 kernels (AVX512 or AMX). Default device: the one a
+    training run picks (the GPU if there is one, else the CPU)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         try:
             return torch.cuda.is_bf16_supported(including_emulation=False)
@@ -45,10 +46,9 @@ def resolve_bfloat16(bf16: bool | str, device: torch.device | str, *, fp16: bool
 
 
 def bf16_flag(value: str, device: torch.device | str | None = None) -> str:
-    """A benchmark's --bf16 value resolved: auto is true where the device (default: the GPU if
-    there is one, else the CPU, as the training runs choose) runs bf16 natively."""
+    """A benchmark's --bf16 value resolved: auto is true where the device (default: the
+    training runs' own) runs bf16 natively."""
     if value == "auto":
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return "true" if native_bfloat16(device) else "false"
     if value not in ("true", "false"):
         raise ValueError(f"--bf16 must be true, false or auto, not {value!r}")
