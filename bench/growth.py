@@ -324,6 +324,8 @@ def common_flags(args, seed: int) -> list[str]:
              str(r["eval_steps"]), "--ckpt_steps", str(10 ** 9), "--seed", str(seed),
              "--bf16", str(args.bf16), "--disable_tqdm", "--lr_scheduler_type", "linear",
              "--documents", "blank_line"]
+    if getattr(args, "eval_batch_size", None) is not None:  # (other scripts' args lack it)
+        flags += ["--per_device_eval_batch_size", str(args.eval_batch_size)]
     if r["tokenizer"] is not None:  # else: one trained on the corpus (cached in --cache_dir)
         flags += ["--tokenizer_path", str(r["tokenizer"])]
     if "mlm_probability" in r:
@@ -526,6 +528,7 @@ def merge(files: list[Path]) -> dict:
         results["setup"].setdefault("position_init", "random")  # files from before the flag
         results["setup"].setdefault("width_split_noise", 0.0)  # ... and before this one
         results["setup"].setdefault("from_operator_split_noise", 0.0)  # ... and this one
+        results["setup"].setdefault("eval_batch_size", 64)  # ligo's default, before the flag
     first = loaded[0]
     ignore = ("seeds", "quick", *ROW_SETTINGS)
     for other, name in zip(loaded[1:], files[1:], strict=True):
@@ -966,6 +969,8 @@ def main(argv: list[str] | None = None) -> dict:
                              "default: the preset's")
     parser.add_argument("--eval_steps", type=int)
     parser.add_argument("--eval_max_batches", type=int, default=8)
+    parser.add_argument("--eval_batch_size", type=int,
+                        help="blocks per evaluation batch (default: ligo's 64; --quick: 16)")
     add_bf16_argument(parser)
     parser.add_argument("--glue", action=argparse.BooleanOptionalAction, default=False,
                         help="fine-tune each BERT result on the movie-review task (slow)")
@@ -1030,6 +1035,9 @@ def main(argv: list[str] | None = None) -> dict:
         args.grown_steps = 24
         args.layer_drop_ramp_steps = 4
         args.eval_steps, args.eval_max_batches, args.batch_size, args.block_size = 6, 2, 8, 64
+        # 2 x 64 blocks per evaluation cost as much as the 24 training steps (profiled): a
+        # does-it-run check needs no precise loss
+        args.eval_batch_size = args.eval_batch_size or 16
         args.warmup_steps, args.grown_warmup_steps, args.bf16, args.glue = 4, 2, "false", False
         family = PRESETS[args.preset]["family"]  # the published vocabulary: no tokenizer training
         args.tokenizer_path = args.tokenizer_path or str(
@@ -1073,6 +1081,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "msg_ramp_steps": args.msg_ramp_steps, "layer_drop": args.layer_drop,
                   "layer_drop_ramp_steps": args.layer_drop_ramp_steps, "token_drop": args.token_drop,
                   "eval_steps": r["eval_steps"], "eval_max_batches": args.eval_max_batches,
+                  "eval_batch_size": args.eval_batch_size or 64,
                   "tokenizer": str(r["tokenizer"]) if r["tokenizer"] else
                   f"trained on the corpus ({_config(_config_path(r['target']))['vocab_size']} tokens)",
                   "train_files": args.train_files, "quick": args.quick,

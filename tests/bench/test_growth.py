@@ -146,6 +146,16 @@ def test_merge_averages_the_savings_of_two_seeds(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="different setup"):
         growth.merge([files[0], tmp_path / "other.json"])
+    # a file from before --eval_batch_size evaluated with ligo's 64: it merges with 64, not 16
+    other["setup"]["steps"] = 2
+    for size, merges in ((64, True), (16, False)):
+        other["setup"]["eval_batch_size"] = size
+        (tmp_path / "other.json").write_text(json.dumps(other))
+        if merges:
+            assert growth.merge([files[0], tmp_path / "other.json"])["setup"]["eval_batch_size"] == 64
+        else:
+            with pytest.raises(SystemExit, match="different setup .*eval_batch_size"):
+                growth.merge([files[0], tmp_path / "other.json"])
     # a file written before --grown_steps existed merges with one whose grown runs used --steps
     shortened = seed_results(4, 5.0, 80)
     shortened["setup"]["grown_steps"] = 2
@@ -403,6 +413,10 @@ def test_quick_benchmark_runs_every_method(tmp_path, shared_data):
     assert all(p["below_unigram"] == pytest.approx(unigram - p["loss"]) for p in runs["stack"]["curve"])
     saved = json.loads((tmp_path / "work" / "growth_quick.json").read_text())
     assert saved["summary"]["methods"]["scratch"]["reuse_flops_savings"]["mean"] == 0.0
+    # quick evaluations use small batches (2 x 64 blocks cost as much as the training steps)
+    argv = json.loads((tmp_path / "work" / "bert-seed1" / "stack" / "bench_argv.json").read_text())
+    assert argv[argv.index("--per_device_eval_batch_size") + 1] == "16"
+    assert saved["setup"]["eval_batch_size"] == 16
     assert saved["summary"]["regime"] == "plateau"  # 24 steps of a tiny model learn nothing
     table = growth.markdown(saved)
     assert "| ligo |" in table and "| zero |" in table and "not for numbers" in table
