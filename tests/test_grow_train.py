@@ -28,7 +28,7 @@ def operator_argv(out, family, source, corpus, cache, config, *extra):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
-def test_100_operator_steps_lower_the_large_models_loss_and_leave_the_small_weights(
+def test_operator_steps_lower_the_large_models_loss_and_leave_the_small_weights(
         family, tmp_path, small_run, small_corpus, cache_dir):
     source = small_run(family)
     config = wide(tmp_path, family)
@@ -36,9 +36,11 @@ def test_100_operator_steps_lower_the_large_models_loss_and_leave_the_small_weig
     # GPT-2's 50k-way head dominates its step: bf16 autocast halves the test's time
     precision = fast_precision() if family == "gpt2" else []
     results = grow_main(operator_argv(out, family, source, small_corpus, cache_dir, config,
-                                      "--max_steps", "100", "--eval_steps", "100",
+                                      "--max_steps", "40", "--eval_steps", "40",
                                       "--fuse_init_scheme", "stackbert_noisy", "rand", *precision))
-    assert results["finished"] and results["step"] == 100
+    assert results["finished"] and results["step"] == 40
+    # measured after 40 steps from `rand` (one AVX2 thread, float32): bert 7.31 -> 7.11,
+    # gpt2 7.67 -> 7.18; the paper's 100 steps took 2.5x as long for no stronger check
     assert results["eval_loss"] < results["init_eval_loss"] - 0.05, results
     operator = load_operator(out)
     # the small weights are buffers: the trained operator still holds the source's exactly
