@@ -79,12 +79,15 @@ def fast_precision() -> list[str]:
 
 
 def run_argv(output_dir: Path, family: str, corpus: Path, cache: Path, *extra: str,
-             config: Path | None = None) -> list[str]:
-    """Arguments for a tiny, quiet pretraining run on real text."""
+             config: Path | None = None, trained_tokenizer: bool = False) -> list[str]:
+    """Arguments for a tiny, quiet pretraining run on real text, tokenised with the family's
+    published vocabulary, or with `trained_tokenizer` by one trained on `corpus` with the
+    config's vocab_size (once per `cache`: a 50k-way head is most of a tiny model's step)."""
+    tokenizer = [] if trained_tokenizer else ["--tokenizer_path", str(TOKENIZERS[family])]
     return ["--config", str(CONFIGS / f"{family}_wiki.txt"),
             "--config_name", str(config or CONFIGS / f"{family}-tiny.json"),
-            "--output_dir", str(output_dir), "--train_files", str(corpus),
-            "--tokenizer_path", str(TOKENIZERS[family]), "--cache_dir", str(cache),
+            "--output_dir", str(output_dir), "--train_files", str(corpus), *tokenizer,
+            "--cache_dir", str(cache),
             "--block_size", "64", "--per_device_train_batch_size", "8",
             "--per_device_eval_batch_size", "16", "--eval_max_batches", "4",
             "--bf16", "false", "--disable_tqdm", "--logging_steps", "5", *extra]
