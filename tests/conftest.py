@@ -79,18 +79,25 @@ def fast_precision() -> list[str]:
 
 
 def run_argv(output_dir: Path, family: str, corpus: Path, cache: Path, *extra: str,
-             config: Path | None = None, trained_tokenizer: bool = False) -> list[str]:
-    """Arguments for a tiny, quiet pretraining run on real text, tokenised with the family's
-    published vocabulary, or with `trained_tokenizer` by one trained on `corpus` with the
-    config's vocab_size (once per `cache`: a 50k-way head is most of a tiny model's step)."""
-    tokenizer = [] if trained_tokenizer else ["--tokenizer_path", str(TOKENIZERS[family])]
+             config: Path | None = None, tokenizer: Path | str = "published") -> list[str]:
+    """Arguments for a tiny, quiet pretraining run on real text. `tokenizer`: "published"
+    (the family's published vocabulary), "trained" (one trained on `corpus` with the config's
+    vocab_size, once per `cache`: GPT-2's 50k-way head is most of a tiny model's step), or a
+    path (e.g. a source run's folder: a grown run tokenises as its source did)."""
+    if tokenizer == "trained":
+        tokenizer_flag = []
+    else:
+        tokenizer_flag = ["--tokenizer_path", str(TOKENIZERS[family] if tokenizer == "published" else tokenizer)]
     return ["--config", str(CONFIGS / f"{family}_wiki.txt"),
             "--config_name", str(config or CONFIGS / f"{family}-tiny.json"),
-            "--output_dir", str(output_dir), "--train_files", str(corpus), *tokenizer,
+            "--output_dir", str(output_dir), "--train_files", str(corpus), *tokenizer_flag,
             "--cache_dir", str(cache),
             "--block_size", "64", "--per_device_train_batch_size", "8",
             "--per_device_eval_batch_size", "16", "--eval_max_batches", "4",
             "--bf16", "false", "--disable_tqdm", "--logging_steps", "5", *extra]
+
+
+SMALL_GPT2_VOCAB = 8192
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +105,9 @@ def small_run(tmp_path_factory, small_corpus, cache_dir):
     """`small_run(family)`: that family's tiny model (2 layers, hidden 64) pretrained 300
     steps on real text, once per session; the source of every growth test (read, never
     written). Under pytest-xdist the workers share one copy: the first to need it trains it
-    (GPT-2's, with its 50k-way head, takes ~100 s on one thread) while the others wait."""
+    while the others wait. GPT-2's has a vocabulary of SMALL_GPT2_VOCAB, a BPE trained on the
+    corpus (with the published 50k one its head was most of the run's time): runs grown from
+    it use `gpt2_config(..., vocab_size=SMALL_GPT2_VOCAB)` and the source's own tokenizer."""
     from filelock import FileLock
 
     from ligo.pretrain import main
@@ -111,10 +120,15 @@ def small_run(tmp_path_factory, small_corpus, cache_dir):
         out = root / f"small_run_{family}" / "run"
         with FileLock(str(root / f"small_run_{family}.lock")):
             if not (out / "results.json").is_file():  # written last: the run finished
+                small = {}
+                if family == "gpt2":
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    small = dict(config=write_config(out.parent, family, vocab_size=SMALL_GPT2_VOCAB),
+                                 tokenizer="trained")
                 main(run_argv(out, family, small_corpus, cache_dir, "--max_steps", "300",
                               "--learning_rate", "1e-3", "--warmup_steps", "20", "--eval_steps",
                               "300", "--documents", "line", "--ckpt_steps", "300",
-                              "--overwrite_output_dir"))
+                              "--overwrite_output_dir", **small))
         return out
 
     return get

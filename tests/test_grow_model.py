@@ -85,16 +85,16 @@ def test_a_grown_llama_trains_better_than_the_same_model_from_scratch(tmp_path, 
     small = write_config(tmp_path / "small", "llama", vocab_size=8192)
     source = tmp_path / "source"
     pretrain_main(run_argv(source, "llama", small_corpus, cache_dir, "--max_steps", "150", *steps,
-                           config=small, trained_tokenizer=True))
+                           config=small, tokenizer="trained"))
     config = write_config(tmp_path, "llama", num_hidden_layers=4, hidden_size=128,
                           num_attention_heads=8, num_key_value_heads=4, intermediate_size=352,
                           head_dim=16, vocab_size=8192)
     scratch = pretrain_main(run_argv(tmp_path / "scratch", "llama", small_corpus, cache_dir,
-                                     "--max_steps", "50", *steps, config=config, trained_tokenizer=True))
+                                     "--max_steps", "50", *steps, config=config, tokenizer="trained"))
     grown = pretrain_main(run_argv(tmp_path / "grown", "llama", small_corpus, cache_dir,
                                    "--max_steps", "50", *steps, "--source_model_path", str(source),
                                    "--grow_scheme", "stack", "--width_scheme", "double",
-                                   config=config, trained_tokenizer=True))
+                                   config=config, tokenizer="trained"))
     assert grown["eval_loss"] < scratch["eval_loss"] - 0.2, (grown["eval_loss"], scratch["eval_loss"])
 
 
