@@ -1,13 +1,14 @@
 """FSDP2 (--parallelism fsdp) on CPU with gloo: the same training as DDP / one process, and
 checkpoints that resume with another world size."""
 import json
+import re
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from ligo.pretrain import main
-from tests.conftest import CONFIGS, run_argv, torchrun, write_config
+from tests.conftest import CONFIGS, SMALL_GPT2_VOCAB, run_argv, torchrun, write_config
 
 # float32 sums reduced in another order (reduce-scatter vs all-reduce, micro-batches) differ in
 # the last bits; after 4 AdamW steps at lr 2e-4 that stays far below this
@@ -20,10 +21,14 @@ NO_DROPOUT = {"bert": dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob
 
 
 def argv_for(tmp_path, out, small_corpus, cache_dir, per_device, accumulation, *extra, family="bert"):
-    config = write_config(tmp_path, family, **NO_DROPOUT[family])
+    # GPT-2 and LLaMA: an 8k BPE trained on the corpus (once per cache, then read by every
+    # rank), not the published 50k one whose head and optimizer state were most of the work
+    vocab = {} if family == "bert" else {"vocab_size": SMALL_GPT2_VOCAB}
+    config = write_config(tmp_path, family, **NO_DROPOUT[family], **vocab)
     argv = run_argv(tmp_path / out, family, small_corpus, cache_dir, "--max_steps", "4",
                     "--eval_steps", "4", "--ckpt_steps", "2", "--save_total_limit", "3",
-                    "--gradient_accumulation_steps", str(accumulation), *extra, config=config)
+                    "--gradient_accumulation_steps", str(accumulation), *extra, config=config,
+                    tokenizer="published" if family == "bert" else "trained")
     argv[argv.index("--per_device_train_batch_size") + 1] = str(per_device)
     return argv
 
@@ -153,17 +158,29 @@ def test_tensor_parallel_training_equals_one_process_and_resumes_on_one(tmp_path
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
 def test_fsdp_and_tensor_parallel_on_a_2d_mesh_equal_one_process(family, tmp_path, small_corpus,
-                                                                 cache_dir):
+                                                                 cache_dir, caplog):
     """4 processes: 2 data-parallel groups (FSDP) of 2 tensor-parallel ranks each; gradient
     clipping spans parameters on the 2-D and the 1-D mesh. GPT-2's fused q|k|v included, and
-    LLaMA's grouped-query attention (one key/value head and its 2 query heads per rank)."""
-    single = main(argv_for(tmp_path, "single", small_corpus, cache_dir, 8, 1, "--max_grad_norm",
-                           "0.05", family=family))
+    LLaMA's grouped-query attention (one key/value head and its 2 query heads per rank). The
+    evaluation scores the same blocks as one process, also when their number is odd (one
+    data-parallel group then runs a padding forward)."""
+    with caplog.at_level("INFO", logger="ligo"):
+        single = main(argv_for(tmp_path, "single", small_corpus, cache_dir, 8, 1, "--max_grad_norm",
+                               "0.05", family=family))
     torchrun(argv_for(tmp_path, "2d", small_corpus, cache_dir, 4, 1, "--max_grad_norm", "0.05",
                       "--parallelism", "fsdp", "--tp_size", "2", family=family), nproc=4)
     assert_same_weights(tmp_path / "single", tmp_path / "2d")
     two_d = json.loads((tmp_path / "2d" / "results.json").read_text())
     assert abs(two_d["eval_loss"] - single["eval_loss"]) < 1e-5
+    rows = [json.loads(line) for line in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
+    two_d_rows = [json.loads(line) for line in (tmp_path / "2d" / "metrics.jsonl").read_text().splitlines()]
+    # the same label tokens scored: the same accuracy, the same unigram line
+    assert [(r["accuracy"], r["below_unigram"] + r["loss"]) for r in rows if r["split"] == "eval"] == \
+        pytest.approx([(r["accuracy"], r["below_unigram"] + r["loss"]) for r in two_d_rows if r["split"] == "eval"],
+                      abs=1e-9)
+    valid_blocks = int(re.search(r"(\d+) valid blocks", caplog.text).group(1))
+    if family != "bert":  # 57 blocks with the 8k BPE (bert: 56), all scored (4 batches of 16)
+        assert valid_blocks % 2 == 1 and valid_blocks <= 4 * 16
     logged = [json.loads(line) for line in (tmp_path / "2d" / "metrics.jsonl").read_text().splitlines()]
     clipped = [r["grad_norm"] for r in logged if r["split"] == "train"]
     assert clipped and min(clipped) > 0.05  # the clipping above was active

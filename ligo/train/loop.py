@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 def block_loss_totals(loss_module, blocks: TokenBlocks, collator, indices: np.ndarray,
                       batch_size: int, device: torch.device,
                       autocast=contextlib.nullcontext) -> torch.Tensor:
-    """(summed loss, label tokens, correct predictions) over blocks[indices], float64.
+    """(summed loss, label tokens, correct predictions) over blocks[indices], float64. An
+    index of -1 is padding: a forward that scores nothing (all ranks of a sharded model must
+    run as many forwards).
 
     The collator is keyed by block index, so every evaluation masks the same positions and
     successive losses differ only because the model did. `loss_module` must be in eval mode.
@@ -38,7 +40,11 @@ def block_loss_totals(loss_module, blocks: TokenBlocks, collator, indices: np.nd
     totals = torch.zeros(3, dtype=torch.float64, device=device)
     for start in range(0, len(indices), batch_size):
         part = indices[start:start + batch_size]
+        padding = part < 0
+        part = np.where(padding, 0, part)
         batch = collator(blocks.batch(part), part)
+        if padding.any():  # (a new tensor: a causal LM's labels may be its input_ids)
+            batch["labels"] = batch["labels"].masked_fill(torch.from_numpy(padding)[:, None], IGNORE_INDEX)
         with autocast():
             out = loss_module(batch["input_ids"].to(device), batch["labels"].to(device))
         totals += torch.stack([out["loss_sum"].double(), out["tokens"].double(),
@@ -231,12 +237,8 @@ class Trainer:
     # ---------------------------------------------------------------- evaluation
     def eval_blocks(self) -> int:
         """How many validation blocks an evaluation scores (blocks 0 .. n-1, over all ranks)."""
-        ranks = self.info.dp_size
-        limit = min(len(self.valid_blocks), self.args.eval_max_batches
-                    * self.args.per_device_eval_batch_size * ranks)
-        if parallel.is_sharded(self.model):  # sharded forwards are collective: equal shares
-            limit = max(ranks, limit - limit % ranks)
-        return limit
+        return min(len(self.valid_blocks), self.args.eval_max_batches
+                   * self.args.per_device_eval_batch_size * self.info.dp_size)
 
     def compute_unigram_loss(self, vocab_size: int) -> float:
         """The unigram line of the blocks and labels `evaluate` scores (no model involved;
@@ -254,7 +256,13 @@ class Trainer:
         loss_module = self.bare_loss if loss_module is None else loss_module
         loss_module.eval()
         ranks = self.info.dp_size
-        mine = np.arange(self.info.dp_rank, self.eval_blocks(), ranks)  # strided shard per rank
+        blocks = self.eval_blocks()
+        mine = np.arange(self.info.dp_rank, blocks, ranks)  # strided shard per rank
+        if parallel.is_sharded(self.model):
+            # sharded forwards are collective: every rank runs as many, the short shares
+            # padded with forwards that score nothing, so that the blocks scored (and the loss)
+            # do not depend on the number of ranks
+            mine = np.pad(mine, (0, -(-blocks // ranks) - len(mine)), constant_values=-1)
         totals = block_loss_totals(loss_module, self.valid_blocks, self.collator, mine,
                                    self.args.per_device_eval_batch_size, self.info.device,
                                    self.autocast)
