@@ -61,9 +61,10 @@ def hf_model(tmp_path) -> Path:
 
 
 def write_config(folder: Path, family: str, **changes) -> Path:
-    """A copy of configs/<family>-tiny.json with `changes` applied."""
+    """A copy of configs/<family>-tiny.json with `changes` applied, in `folder` (made if new)."""
     values = json.loads((CONFIGS / f"{family}-tiny.json").read_text())
     values.update(changes)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{family}-custom.json"
     path.write_text(json.dumps(values))
     return path
@@ -97,7 +98,7 @@ def run_argv(output_dir: Path, family: str, corpus: Path, cache: Path, *extra: s
             "--bf16", "false", "--disable_tqdm", "--logging_steps", "5", *extra]
 
 
-SMALL_GPT2_VOCAB = 8192
+TRAINED_VOCAB = 8192  # of the tokenizers that tests train on their corpus (run_argv's "trained")
 
 
 @pytest.fixture(scope="session")
@@ -105,9 +106,9 @@ def small_run(tmp_path_factory, small_corpus, cache_dir):
     """`small_run(family)`: that family's tiny model (2 layers, hidden 64) pretrained 300
     steps on real text, once per session; the source of every growth test (read, never
     written). Under pytest-xdist the workers share one copy: the first to need it trains it
-    while the others wait. GPT-2's has a vocabulary of SMALL_GPT2_VOCAB, a BPE trained on the
+    while the others wait. GPT-2's has a vocabulary of TRAINED_VOCAB, a BPE trained on the
     corpus (with the published 50k one its head was most of the run's time): runs grown from
-    it use `gpt2_config(..., vocab_size=SMALL_GPT2_VOCAB)` and the source's own tokenizer."""
+    it use `write_config(..., vocab_size=TRAINED_VOCAB)` and the source's own tokenizer."""
     from filelock import FileLock
 
     from ligo.pretrain import main
@@ -122,8 +123,7 @@ def small_run(tmp_path_factory, small_corpus, cache_dir):
             if not (out / "results.json").is_file():  # written last: the run finished
                 small = {}
                 if family == "gpt2":
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    small = dict(config=write_config(out.parent, family, vocab_size=SMALL_GPT2_VOCAB),
+                    small = dict(config=write_config(out.parent, family, vocab_size=TRAINED_VOCAB),
                                  tokenizer="trained")
                 main(run_argv(out, family, small_corpus, cache_dir, "--max_steps", "300",
                               "--learning_rate", "1e-3", "--warmup_steps", "20", "--eval_steps",

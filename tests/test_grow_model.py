@@ -7,7 +7,7 @@ import torch
 
 from ligo.grow_model import main as grow_main
 from ligo.pretrain import main as pretrain_main
-from tests.conftest import fast_precision, run_argv, write_config
+from tests.conftest import TRAINED_VOCAB, fast_precision, run_argv, write_config
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +81,13 @@ def test_a_grown_llama_trains_better_than_the_same_model_from_scratch(tmp_path, 
     50k vocabulary the head was most of the test's 208 s (one AVX2 thread, float32)."""
     steps = ["--eval_steps", "1000", "--learning_rate", "2e-3", "--warmup_steps", "10",
              "--documents", "line", *fast_precision()]
-    (tmp_path / "small").mkdir()
-    small = write_config(tmp_path / "small", "llama", vocab_size=8192)
+    small = write_config(tmp_path / "small", "llama", vocab_size=TRAINED_VOCAB)
     source = tmp_path / "source"
     pretrain_main(run_argv(source, "llama", small_corpus, cache_dir, "--max_steps", "150", *steps,
                            config=small, tokenizer="trained"))
     config = write_config(tmp_path, "llama", num_hidden_layers=4, hidden_size=128,
                           num_attention_heads=8, num_key_value_heads=4, intermediate_size=352,
-                          head_dim=16, vocab_size=8192)
+                          head_dim=16, vocab_size=TRAINED_VOCAB)
     scratch = pretrain_main(run_argv(tmp_path / "scratch", "llama", small_corpus, cache_dir,
                                      "--max_steps", "50", *steps, config=config, tokenizer="trained"))
     grown = pretrain_main(run_argv(tmp_path / "grown", "llama", small_corpus, cache_dir,

@@ -10,14 +10,14 @@ from ligo.models import read_model_dir
 from ligo.operators.learned import LiGO, load_operator, materialise
 from ligo.pretrain import main as pretrain_main
 from ligo.roles import to_roles
-from tests.conftest import SMALL_GPT2_VOCAB, fast_precision, run_argv, torchrun, write_config
+from tests.conftest import TRAINED_VOCAB, fast_precision, run_argv, torchrun, write_config
 
 
 def wide(folder, family, **changes):
     ffn = "n_inner" if family == "gpt2" else "intermediate_size"
     values = {"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 4, ffn: 512}
     if family == "gpt2":  # small_run("gpt2")'s
-        values["vocab_size"] = SMALL_GPT2_VOCAB
+        values["vocab_size"] = TRAINED_VOCAB
     return write_config(folder, family, **{**values, **changes})
 
 

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from ligo.pretrain import main
-from tests.conftest import CONFIGS, SMALL_GPT2_VOCAB, run_argv, torchrun, write_config
+from tests.conftest import CONFIGS, TRAINED_VOCAB, run_argv, torchrun, write_config
 
 # float32 sums reduced in another order (reduce-scatter vs all-reduce, micro-batches) differ in
 # the last bits; after 4 AdamW steps at lr 2e-4 that stays far below this
@@ -23,7 +23,7 @@ NO_DROPOUT = {"bert": dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob
 def argv_for(tmp_path, out, small_corpus, cache_dir, per_device, accumulation, *extra, family="bert"):
     # GPT-2 and LLaMA: an 8k BPE trained on the corpus (once per cache, then read by every
     # rank), not the published 50k one whose head and optimizer state were most of the work
-    vocab = {} if family == "bert" else {"vocab_size": SMALL_GPT2_VOCAB}
+    vocab = {} if family == "bert" else {"vocab_size": TRAINED_VOCAB}
     config = write_config(tmp_path, family, **NO_DROPOUT[family], **vocab)
     argv = run_argv(tmp_path / out, family, small_corpus, cache_dir, "--max_steps", "4",
                     "--eval_steps", "4", "--ckpt_steps", "2", "--save_total_limit", "3",
@@ -181,8 +181,7 @@ def test_fsdp_and_tensor_parallel_on_a_2d_mesh_equal_one_process(family, tmp_pat
     valid_blocks = int(re.search(r"(\d+) valid blocks", caplog.text).group(1))
     if family != "bert":  # 57 blocks with the 8k BPE (bert: 56), all scored (4 batches of 16)
         assert valid_blocks % 2 == 1 and valid_blocks <= 4 * 16
-    logged = [json.loads(line) for line in (tmp_path / "2d" / "metrics.jsonl").read_text().splitlines()]
-    clipped = [r["grad_norm"] for r in logged if r["split"] == "train"]
+    clipped = [r["grad_norm"] for r in two_d_rows if r["split"] == "train"]
     assert clipped and min(clipped) > 0.05  # the clipping above was active
 
 

@@ -99,10 +99,10 @@ def test_the_ramp_moves_the_masks_each_step_removes_them_at_one_and_restores_its
 
 
 def msg_argv(tmp_path, out, source, corpus, cache, *extra):
-    from tests.conftest import SMALL_GPT2_VOCAB, run_argv, write_config
+    from tests.conftest import TRAINED_VOCAB, run_argv, write_config
 
     config = write_config(tmp_path, "gpt2", n_layer=4, n_embd=128, n_head=4, n_inner=512,
-                          vocab_size=SMALL_GPT2_VOCAB,  # and the source's own tokenizer
+                          vocab_size=TRAINED_VOCAB,  # and the source's own tokenizer
                           resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # DDP: no dropout
     return run_argv(tmp_path / out, "gpt2", corpus, cache, "--source_model_path", str(source),
                     "--grow_scheme", "msg", "--msg_ramp_steps", "4", "--max_steps", "6",
@@ -141,12 +141,12 @@ def test_two_process_ddp_through_the_ramp_equals_one_process(tmp_path, small_run
 
 
 def schedule_argv(tmp_path, corpus, cache):
-    from tests.conftest import SMALL_GPT2_VOCAB, run_argv, write_config
+    from tests.conftest import TRAINED_VOCAB, run_argv, write_config
 
     # an 8k BPE trained on the corpus (once per cache): the published 50k one's head was most
     # of each step
     config = write_config(tmp_path, "gpt2", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                          vocab_size=SMALL_GPT2_VOCAB)
+                          vocab_size=TRAINED_VOCAB)
 
     def argv(name, *extra):
         return run_argv(tmp_path / name, "gpt2", corpus, cache, "--max_steps", "8",
