@@ -568,7 +568,10 @@ def merge(files: list[Path]) -> dict:
     setup = {k: v for k, v in first["setup"].items() if k not in ROW_SETTINGS}
     setup.update({key: value for key, (value, _) in row_settings.items()})
     merged = {**first, "commands": commands, "seeds": seeds,
-              "setup": {**setup, "seeds": sorted(seeds, key=int)}}
+              "setup": {**setup, "seeds": sorted(seeds, key=int)},
+              # seeds may come from different machines: their wall-clock figures then differ
+              "machine_by_seed": {seed: (results.get("machine_by_seed") or {}).get(seed, results.get("machine"))
+                                  for results in loaded for seed in results["seeds"]}}
     merged["summary"] = aggregate(seeds)
     return merged
 
@@ -637,7 +640,7 @@ def markdown(results: dict) -> str:
                  + _from_rows_text(setup, summary["methods"])
                  + (f", {setup['position_init']} position init of the from-scratch runs"
                     if setup.get("position_init", "random") != "random" else "") + "; "
-                 f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores. "
+                 f"{_machines_text(results)}. "
                  + ("Runs other than scratch and small end at their first eval at or below the "
                     "goal (--stop_at_goal), so their last eval loss is that crossing. "
                     if setup.get("stop_at_goal") else "")
@@ -645,6 +648,23 @@ def markdown(results: dict) -> str:
                     if setup.get("quick") else "")
                  + "Commands: " + "; ".join(f"`{c}`" for c in results["commands"]) + ".")
     return "\n".join(lines)
+
+
+def _machine_text(machine: dict) -> str:
+    return f"{machine['cpu']}, {machine['cores']} cores" + (
+        f", torch {machine['torch']}" if "torch" in machine else "")
+
+
+def _machines_text(results: dict) -> str:
+    """The machine, or (a merge of seeds from different ones) each machine with its seeds."""
+    by_seed = results.get("machine_by_seed") or {}
+    texts = {}
+    for seed, machine in by_seed.items():
+        texts.setdefault(_machine_text(machine) if machine else "not recorded", []).append(seed)
+    if len(texts) < 2:
+        return f"machine: {_machine_text(results['machine'])}"
+    return "machines: " + "; ".join(f"{text} (seed{'s' * (len(seeds) > 1)} {', '.join(seeds)})"
+                                    for text, seeds in texts.items())
 
 
 def _from_rows_text(setup: dict, methods) -> str:

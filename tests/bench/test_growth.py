@@ -129,6 +129,13 @@ def test_merge_averages_the_savings_of_two_seeds(tmp_path):
     assert stack["n"] == 2
     assert "| stack | 2 | 60.0 ± 14.1 % |" in growth.markdown(merged)
     assert len(merged["commands"]) == 2
+    assert "machine: test, 2 cores." in growth.markdown(merged)
+    elsewhere = seed_results(2, 5.0, 60)
+    elsewhere["machine"] = {"cpu": "other", "cores": 4, "torch": "2.13.0"}
+    (tmp_path / "elsewhere.json").write_text(json.dumps(elsewhere))
+    mixed = growth.merge([files[0], tmp_path / "elsewhere.json"])
+    assert mixed["machine_by_seed"] == {"1": {"cpu": "test", "cores": 2}, "2": elsewhere["machine"]}
+    assert "machines: test, 2 cores (seed 1); other, 4 cores, torch 2.13.0 (seed 2)." in growth.markdown(mixed)
     with pytest.raises(SystemExit, match="seed 1"):
         growth.merge([files[0], files[0]])
     # a row's own settings matter only between files that ran that row
