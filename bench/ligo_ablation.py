@@ -41,6 +41,12 @@ def _steps(count: int) -> list[str]:
     return ["--max_steps", str(count), "--eval_steps", str(count), "--logging_steps", str(count)]
 
 
+def _batch(sequences: int) -> list[str]:
+    """Operator steps of `sequences` sequences instead of the preset's batch: as many operator
+    updates for a fraction of the FLOPs (its few parameters may need fewer tokens per update)."""
+    return ["--per_device_train_batch_size", str(sequences)]
+
+
 # name: (what it is, the operator run's extra flags)
 VARIANTS = {
     "paper": ("stackbert_noisy rand (the paper's setting)", ["--fuse_init_scheme", "stackbert_noisy", "rand"]),
@@ -55,6 +61,10 @@ VARIANTS = {
                                ["--init_from_operator", "stack", "bert2bert_aki", *_steps(10)]),
     "paper_25steps": ("stackbert_noisy rand, 25 operator steps",
                       ["--fuse_init_scheme", "stackbert_noisy", "rand", *_steps(25)]),
+    "paper_batch8": ("stackbert_noisy rand, 100 operator steps of 8 sequences (a quarter of the FLOPs)",
+                     ["--fuse_init_scheme", "stackbert_noisy", "rand", *_batch(8)]),
+    "from_bert2bert_batch8": ("init = stack + bert2bert_aki exactly, 100 operator steps of 8 sequences",
+                              ["--init_from_operator", "stack", "bert2bert_aki", *_batch(8)]),
     "from_stack_lr1e-4": ("init = stack + bert2bert_fpi, operator LR 1e-4",
                           ["--init_from_operator", "stack", "bert2bert_fpi", "--learning_rate", "1e-4"]),
     "from_stack_lr1e-2": ("init = stack + bert2bert_fpi, operator LR 1e-2",

@@ -113,3 +113,21 @@ def test_grown_savings_trains_the_operators_model_to_the_goal_and_counts_its_flo
     # the goal 4.5 is crossed half way from 30 to 50 FLOPs: 40 against scratch's 100
     assert row == {"grown_final_loss": 4.0, "grown_steps_run": 80, "reuse_flops_savings": pytest.approx(0.6),
                    "distance_to_goal": 0.0}
+
+
+def test_a_batch_variant_runs_its_operator_on_fewer_sequences_and_as_many_steps(tmp_path):
+    """The variant's flags follow the preset's operator flags: its batch is the one parsed."""
+    from ligo.config import DataArguments, LiGOArguments, ModelArguments, TrainingArguments, parse_args
+
+    args = type("Args", (), {"preset": "gpt2", "train_files": ["corpus"], "cache_dir": "cache",
+                             "eval_max_batches": 8, "bf16": "true", "ligo_steps": 100,
+                             "ligo_learning_rate": 1e-3})
+    base = ablation.growth.operator_flags(args, 1, tmp_path / "op", tmp_path / "small")
+    groups = (ModelArguments, DataArguments, TrainingArguments, LiGOArguments)
+    preset = parse_args(groups, base)[2]
+    _, _, training, options = parse_args(groups, base + ablation.variant_flags("paper_batch8", 0.5))
+    assert preset.per_device_train_batch_size == 32
+    assert (training.per_device_train_batch_size, training.max_steps) == (8, 100)
+    assert options.fuse_init_scheme == ["stackbert_noisy", "rand"]
+    _, _, training, options = parse_args(groups, base + ablation.variant_flags("from_bert2bert_batch8", 0.5))
+    assert training.per_device_train_batch_size == 8 and options.width_split_noise == 0.5
