@@ -548,13 +548,15 @@ def merge(files: list[Path]) -> dict:
                     raise SystemExit(f"error: {name} ran {'/'.join(rows)} with {key} "
                                      f"{results['setup'][key]}, {seen[1]} with {seen[0]}; merge "
                                      "only seeds of one recipe")
-    seeds, commands, tokenizers = {}, [], {}
+    seeds, commands, tokenizers, machines = {}, [], {}, {}
     for results, name in zip(loaded, files, strict=True):
         for seed, run in results["seeds"].items():
             if seed in seeds:
                 raise SystemExit(f"error: seed {seed} is in {name} and in an earlier file; "
                                  "merge each seed once")
             seeds[seed] = run
+            # seeds may come from different machines: their wall-clock figures then differ
+            machines[seed] = (results.get("machine_by_seed") or {}).get(seed, results.get("machine"))
             # seeds must share the task: a retrained WordPiece can differ (tokenizers#1794)
             digest = run.get("tokenizer_sha256")  # absent in files from before it was recorded
             if digest:
@@ -568,10 +570,7 @@ def merge(files: list[Path]) -> dict:
     setup = {k: v for k, v in first["setup"].items() if k not in ROW_SETTINGS}
     setup.update({key: value for key, (value, _) in row_settings.items()})
     merged = {**first, "commands": commands, "seeds": seeds,
-              "setup": {**setup, "seeds": sorted(seeds, key=int)},
-              # seeds may come from different machines: their wall-clock figures then differ
-              "machine_by_seed": {seed: (results.get("machine_by_seed") or {}).get(seed, results.get("machine"))
-                                  for results in loaded for seed in results["seeds"]}}
+              "setup": {**setup, "seeds": sorted(seeds, key=int)}, "machine_by_seed": machines}
     merged["summary"] = aggregate(seeds)
     return merged
 
