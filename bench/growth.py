@@ -131,6 +131,8 @@ ROW_SETTINGS = {"width_split_noise": COPYING_ROWS, "from_operator_split_noise": 
 # the runs that start from a fresh model (their --position_init is the preset's); every other
 # row grows `small` and keeps its position table
 FROM_SCRATCH = ("scratch", "small", "progressive", "pli", "staged")
+# the from-scratch rows that grow during their own run
+GROWING_FROM_SCRATCH = ("progressive", "pli", "staged")
 # the methods of the LiGO paper's comparison: run with every seed (--seeds); others once
 CORE_METHODS = ("scratch", "small", "stack", "bert2bert", "ligo")
 # the fixed (not learned) operators a LiGO row is compared with, seed by seed
@@ -548,15 +550,16 @@ def merge(files: list[Path]) -> dict:
                     raise SystemExit(f"error: {name} ran {'/'.join(rows)} with {key} "
                                      f"{results['setup'][key]}, {seen[1]} with {seen[0]}; merge "
                                      "only seeds of one recipe")
-    seeds, commands, tokenizers, machines = {}, [], {}, {}
+    seeds, commands, tokenizers, machines, first_file = {}, [], {}, {}, {}
     for results, name in zip(loaded, files, strict=True):
         for seed, run in results["seeds"].items():
-            if seed in seeds:
-                raise SystemExit(f"error: seed {seed} is in {name} and in an earlier file; "
-                                 "merge each seed once")
-            seeds[seed] = run
             # seeds may come from different machines: their wall-clock figures then differ
-            machines[seed] = (results.get("machine_by_seed") or {}).get(seed, results.get("machine"))
+            machine = (results.get("machine_by_seed") or {}).get(seed, results.get("machine"))
+            if seed in seeds:  # more methods of a seed, run later from its scratch and source
+                seeds[seed] = _combine_seed(seeds[seed], run, seed=seed, machines=(machines[seed], machine),
+                                            names=(first_file[seed], name))
+            else:
+                seeds[seed], machines[seed], first_file[seed] = run, machine, name
             # seeds must share the task: a retrained WordPiece can differ (tokenizers#1794)
             digest = run.get("tokenizer_sha256")  # absent in files from before it was recorded
             if digest:
@@ -573,6 +576,35 @@ def merge(files: list[Path]) -> dict:
               "setup": {**setup, "seeds": sorted(seeds, key=int)}, "machine_by_seed": machines}
     merged["summary"] = aggregate(seeds)
     return merged
+
+
+def _same_curve(a: list[dict], b: list[dict]) -> bool:
+    """Two runs' eval curves agree in everything but the clock (a rerun's seconds differ)."""
+    keys = ("step", "flops", "loss")
+    return [[p[k] for k in keys] for p in a] == [[p[k] for k in keys] for p in b]
+
+
+def _combine_seed(kept: dict, more: dict, *, seed: str, machines: tuple, names: tuple) -> dict:
+    """One seed from two files: the second ran more methods of it (a training run is
+    deterministic per seed, so rerunning scratch and the source gives the same curves). Every
+    run both files hold must be the same run, and both ran on the same kind of machine (the
+    second file's wall-clock figures are measured against the first's scratch run)."""
+    if machines[0] != machines[1]:
+        raise SystemExit(f"error: seed {seed} is in {names[0]} and in {names[1]}, run on different "
+                         f"machines ({machines[0]} and {machines[1]}): their wall-clock figures do not "
+                         "combine; merge each seed once")
+    if set(more["runs"]) <= set(kept["runs"]):
+        raise SystemExit(f"error: seed {seed} is in {names[0]} and in {names[1]}, which adds no "
+                         "method to it; merge each seed once")
+    for method in sorted(set(kept["runs"]) & set(more["runs"])):
+        if not _same_curve(kept["runs"][method]["curve"], more["runs"][method]["curve"]):
+            raise SystemExit(f"error: seed {seed}'s {method} run differs between {names[0]} and "
+                             f"{names[1]} (eval curves): not the same seed's runs; run the second "
+                             "file's methods with --reuse_finished in the first one's work folder")
+    runs = {**more["runs"], **kept["runs"]}
+    runs = {method: runs[method] for method in METHODS if method in runs}
+    return {**kept, "runs": runs, "summary": summarise(runs, kept.get("unigram_loss")),
+            "reused_runs": sorted(set(kept.get("reused_runs", [])) | set(more.get("reused_runs", [])))}
 
 
 def _pm(stats: dict | None, scale: float = 100.0, unit: str = " %", digits: int = 1) -> str:
@@ -621,6 +653,7 @@ def markdown(results: dict) -> str:
         if has_acc:
             line += f" {_pm(row.get('movie_reviews_dev_accuracy'))} |"
         lines.append(line)
+    lines += _never_grew_lines(results)
     lines += _paired_lines(summary.get("paired", {}))
     lines.append("")
     lines.append(f"{setup['preset']}: {setup['source']} → {setup['target']}, {setup['steps']} steps "
@@ -673,6 +706,20 @@ def _from_rows_text(setup: dict, methods) -> str:
     split = setup["from_operator_split_noise"]
     return (f", the ligo_from_* operators starting from the same split ({split:g})" if split
             else ", the ligo_from_* operators starting from equal copies")
+
+
+def _never_grew_lines(results: dict) -> list[str]:
+    """A growing row whose run had no growth event trained its starting size throughout (the
+    slope rule of `staged` need not fire within the budget): its row is no growth result."""
+    idle = {}
+    for seed, run in results.get("seeds", {}).items():
+        for method in GROWING_FROM_SCRATCH:
+            events = run["runs"].get(method, {}).get("growth_at")
+            if events is not None and not events["flops"]:
+                idle.setdefault(method, []).append(seed)
+    return ["", *(f"{method} never grew (seed{'s' * (len(seeds) > 1)} {', '.join(seeds)}): no "
+                  "growth event in its run, so it trained its starting size throughout and its "
+                  "row is not a growth result." for method, seeds in idle.items())] if idle else []
 
 
 def _paired_lines(paired: dict) -> list[str]:

@@ -116,6 +116,59 @@ def test_a_source_already_at_the_goal_is_not_a_growth_comparison():
                             unigram=6.5)["regime"] == "plateau"
 
 
+def test_merge_combines_the_methods_of_one_seed_run_at_two_times(tmp_path):
+    """More methods of a seed, run later with its scratch and source rerun (deterministic per
+    seed): the two files hold the same scratch run and combine into one seed; a file whose
+    scratch differs, that ran elsewhere, or that adds nothing is refused."""
+    first = seed_results(1, 5.0, 100)
+    later = seed_results(1, 5.0, 100)
+    later["seeds"]["1"]["runs"].pop("stack")
+    later["seeds"]["1"]["runs"]["msg"] = {"curve": curve((60, 6, 5.0))}
+    for point in later["seeds"]["1"]["runs"]["scratch"]["curve"]:
+        point["seconds"] += 1.0  # the rerun's clock differs; its curve does not
+    later["seeds"]["1"]["summary"] = growth.summarise(later["seeds"]["1"]["runs"], 6.5)
+    other = seed_results(2, 5.0, 60)
+    paths = {}
+    for name, results in (("first", first), ("later", later), ("other", other)):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(results))
+    merged = growth.merge([paths["first"], paths["other"], paths["later"]])
+    assert merged["setup"]["seeds"] == ["1", "2"]
+    assert list(merged["seeds"]["1"]["runs"]) == ["scratch", "small", "stack", "msg"]
+    methods = merged["summary"]["methods"]
+    assert methods["msg"]["seeds"] == 1 and methods["stack"]["seeds"] == 2
+    assert methods["msg"]["reuse_flops_savings"]["mean"] == pytest.approx(0.7)  # 60 of 200
+    assert len(merged["commands"]) == 3
+    moved = json.loads(paths["later"].read_text())
+    moved["seeds"]["1"]["runs"]["scratch"]["curve"][-1]["loss"] = 4.99  # another goal
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    with pytest.raises(SystemExit, match="scratch run differs"):
+        growth.merge([paths["first"], tmp_path / "moved.json"])
+    elsewhere = {**later, "machine": {"cpu": "other", "cores": 2}}
+    (tmp_path / "elsewhere.json").write_text(json.dumps(elsewhere))
+    with pytest.raises(SystemExit, match="different machines"):
+        growth.merge([paths["first"], tmp_path / "elsewhere.json"])
+    with pytest.raises(SystemExit, match="adds no method"):
+        growth.merge([paths["later"], paths["first"], paths["later"]])
+
+
+def test_a_growing_row_whose_run_never_grew_is_named_under_the_table():
+    """staged's slope rule may not fire within the budget: the run then trained the source's
+    size throughout, and the table must not let its row pass for a growth result."""
+    results = seed_results(1, 5.0, 100)
+    runs = results["seeds"]["1"]["runs"]
+    runs["staged"] = {"curve": curve((50, 5, 5.3)), "growth_at": {"flops": [], "seconds": []}}
+    runs["pli"] = {"curve": curve((150, 15, 5.0)), "growth_at": {"flops": [40.0], "seconds": [4.0]}}
+    results["summary"] = growth.aggregate(results["seeds"])
+    table = growth.markdown(results)
+    assert "staged never grew (seed 1): no growth event in its run" in table
+    assert "pli never grew" not in table
+    runs["staged"]["growth_at"]["flops"].append(30.0)  # it grew: nothing to say
+    assert "never grew" not in growth.markdown(results)
+    del runs["staged"]["growth_at"]  # files from before growth_at was recorded: unknown, silent
+    assert "never grew" not in growth.markdown(results)
+
+
 def test_merge_averages_the_savings_of_two_seeds(tmp_path):
     files = []
     for seed, stack_flops in ((1, 100), (2, 60)):  # stack reaches the goal at 100 / 60 of 200
