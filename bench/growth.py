@@ -132,7 +132,7 @@ ROW_SETTINGS = {"width_split_noise": COPYING_ROWS, "from_operator_split_noise": 
 # row grows `small` and keeps its position table
 FROM_SCRATCH = ("scratch", "small", "progressive", "pli", "staged")
 # the from-scratch rows that grow during their own run
-GROWING_FROM_SCRATCH = ("progressive", "pli", "staged")
+GROWING_FROM_SCRATCH = tuple(m for m in FROM_SCRATCH if m not in ("scratch", "small"))
 # the methods of the LiGO paper's comparison: run with every seed (--seeds); others once
 CORE_METHODS = ("scratch", "small", "stack", "bert2bert", "ligo")
 # the fixed (not learned) operators a LiGO row is compared with, seed by seed
