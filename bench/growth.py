@@ -695,8 +695,12 @@ def _machines_text(results: dict) -> str:
         texts.setdefault(_machine_text(machine) if machine else "not recorded", []).append(seed)
     if len(texts) < 2:
         return f"machine: {_machine_text(results['machine'])}"
-    return "machines: " + "; ".join(f"{text} (seed{'s' * (len(seeds) > 1)} {', '.join(seeds)})"
-                                    for text, seeds in texts.items())
+    return "machines: " + "; ".join(f"{text} ({_seeds_text(seeds)})" for text, seeds in texts.items())
+
+
+def _seeds_text(seeds: list[str]) -> str:
+    """'seed 2' or 'seeds 1, 3'."""
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(seeds)}"
 
 
 def _from_rows_text(setup: dict, methods) -> str:
@@ -717,9 +721,11 @@ def _never_grew_lines(results: dict) -> list[str]:
             events = run["runs"].get(method, {}).get("growth_at")
             if events is not None and not events["flops"]:
                 idle.setdefault(method, []).append(seed)
-    return ["", *(f"{method} never grew (seed{'s' * (len(seeds) > 1)} {', '.join(seeds)}): no "
-                  "growth event in its run, so it trained its starting size throughout and its "
-                  "row is not a growth result." for method, seeds in idle.items())] if idle else []
+    if not idle:
+        return []
+    return ["", *(f"{method} never grew ({_seeds_text(seeds)}): no growth event in its run, so it "
+                  "trained its starting size throughout and its row is not a growth result."
+                  for method, seeds in idle.items())]
 
 
 def _paired_lines(paired: dict) -> list[str]:
