@@ -522,9 +522,25 @@ def paired_differences(summaries: list[dict]) -> dict:
     return out
 
 
+def read_results(path) -> dict:
+    """A results file written by this script, or one line `error: ...` naming what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"error: {path} is not a file; pass a results file written by "
+                         "bench/growth.py --output")
+    try:
+        results = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SystemExit(f"error: {path} is not JSON ({err}); pass a results file written by "
+                         "bench/growth.py --output") from None
+    if not isinstance(results, dict) or not isinstance(results.get("seeds"), dict):
+        raise SystemExit(f"error: {path} has no \"seeds\": it is not a bench/growth.py results file")
+    return results
+
+
 def merge(files: list[Path]) -> dict:
     """Result files of the same preset and recipe but different seeds -> one results dict."""
-    loaded = [json.loads(Path(f).read_text()) for f in files]
+    loaded = [read_results(f) for f in files]
     for results in loaded:  # files from before --grown_steps: their grown runs ran --steps
         results["setup"].setdefault("grown_steps", results["setup"]["steps"])
         results["setup"].setdefault("position_init", "random")  # files from before the flag
@@ -1072,7 +1088,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.ligo_steps = parse_ligo_steps(args.ligo_steps)
     if args.table:
-        results = json.loads(Path(args.table).read_text())
+        results = read_results(args.table)
         print(markdown(results))
         return results
     if args.estimate:

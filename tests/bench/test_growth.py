@@ -521,3 +521,16 @@ def test_quick_llama_benchmark_grows_it_with_ligo(tmp_path, shared_data):
     assert seed["runs"]["scratch"]["curve"] == runs["scratch"]["curve"]
     losses = lambda run: [p["loss"] for p in run["curve"]]  # noqa: E731
     assert losses(seed["runs"]["ligo"]) == losses(runs["ligo"])  # rerun: deterministic
+
+
+@pytest.mark.parametrize("content, message", [(None, "is not a file"), ("{oops", "is not JSON"),
+                                               ('{"setup": {}}', 'has no "seeds"')])
+def test_table_and_merge_refuse_a_file_that_is_not_a_results_file(tmp_path, capsys, content, message):
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content)
+    for argv in (["--table", str(path)], ["--merge", str(path), str(path), "--output", str(tmp_path / "m.json")]):
+        with pytest.raises(SystemExit) as exit_info:
+            growth.main(argv)
+        assert str(exit_info.value).startswith(f"error: {path} ") and message in str(exit_info.value)
+    assert not (tmp_path / "m.json").exists()
