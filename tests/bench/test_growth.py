@@ -525,12 +525,13 @@ def test_quick_llama_benchmark_grows_it_with_ligo(tmp_path, shared_data):
 
 @pytest.mark.parametrize("content, message", [(None, "is not a file"), ("{oops", "is not JSON"),
                                                ('{"setup": {}}', 'has no "seeds"')])
-def test_table_and_merge_refuse_a_file_that_is_not_a_results_file(tmp_path, capsys, content, message):
+def test_table_and_merge_refuse_a_file_that_is_not_a_results_file(tmp_path, content, message):
     path = tmp_path / "results.json"
     if content is not None:
         path.write_text(content)
-    for argv in (["--table", str(path)], ["--merge", str(path), str(path), "--output", str(tmp_path / "m.json")]):
+    merged = tmp_path / "m.json"
+    for argv in (["--table", str(path)], ["--merge", str(path), str(path), "--output", str(merged)]):
         with pytest.raises(SystemExit) as exit_info:
             growth.main(argv)
         assert str(exit_info.value).startswith(f"error: {path} ") and message in str(exit_info.value)
-    assert not (tmp_path / "m.json").exists()
+    assert not merged.exists()
