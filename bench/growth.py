@@ -63,6 +63,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -548,7 +549,7 @@ def merge(files: list[Path]) -> dict:
         results["setup"].setdefault("from_operator_split_noise", 0.0)  # ... and this one
         results["setup"].setdefault("eval_batch_size", 64)  # ligo's default, before the flag
     first = loaded[0]
-    ignore = ("seeds", "quick", *ROW_SETTINGS)
+    ignore = ("seeds", "quick", "ligo_steps", *ROW_SETTINGS)
     for other, name in zip(loaded[1:], files[1:], strict=True):
         differs = sorted(k for k in set(first["setup"]) | set(other["setup"])
                          if k not in ignore and first["setup"].get(k) != other["setup"].get(k))
@@ -566,6 +567,19 @@ def merge(files: list[Path]) -> dict:
                     raise SystemExit(f"error: {name} ran {'/'.join(rows)} with {key} "
                                      f"{results['setup'][key]}, {seen[1]} with {seen[0]}; merge "
                                      "only seeds of one recipe")
+    # operator steps must agree per LiGO row among the files that ran that row (and only there)
+    operator_steps = {}
+    for results, name in zip(loaded, files, strict=True):
+        ran = {m for run in results["seeds"].values() for m in run["runs"]}
+        steps = SimpleNamespace(ligo_steps=results["setup"].get("ligo_steps", 100))
+        for row in sorted(ran & set(LIGO_INITS)):
+            seen = operator_steps.setdefault(row, (ligo_steps(steps, row), name))
+            if seen[0] != ligo_steps(steps, row):
+                raise SystemExit(f"error: {name} ran {row} with {ligo_steps(steps, row)} operator "
+                                 f"steps, {seen[1]} with {seen[0]}; merge only seeds of one recipe")
+    first_steps = SimpleNamespace(ligo_steps=first["setup"].get("ligo_steps", 100))
+    default = ligo_steps(first_steps, "default")
+    merged_steps = {"default": default, **{row: n for row, (n, _) in operator_steps.items() if n != default}}
     seeds, commands, tokenizers, machines, first_file = {}, [], {}, {}, {}
     for results, name in zip(loaded, files, strict=True):
         for seed, run in results["seeds"].items():
@@ -588,6 +602,7 @@ def merge(files: list[Path]) -> dict:
         commands += results.get("commands", [])
     setup = {k: v for k, v in first["setup"].items() if k not in ROW_SETTINGS}
     setup.update({key: value for key, (value, _) in row_settings.items()})
+    setup["ligo_steps"] = merged_steps
     merged = {**first, "commands": commands, "seeds": seeds,
               "setup": {**setup, "seeds": sorted(seeds, key=int)}, "machine_by_seed": machines}
     merged["summary"] = aggregate(seeds)

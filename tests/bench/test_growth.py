@@ -535,3 +535,26 @@ def test_table_and_merge_refuse_a_file_that_is_not_a_results_file(tmp_path, cont
             growth.main(argv)
         assert str(exit_info.value).startswith(f"error: {path} ") and message in str(exit_info.value)
     assert not merged.exists()
+
+
+def test_merge_compares_operator_steps_only_for_the_ligo_rows_both_files_ran(tmp_path):
+    def ligo_file(seed, steps, rows):
+        results = seed_results(seed, 5.0, 80)
+        runs = results["seeds"][str(seed)]["runs"]
+        for row in rows:
+            runs[row] = runs["stack"]
+        results["setup"]["ligo_steps"] = steps
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps(results))
+        return path
+
+    both = ligo_file(4, {"default": 100, "ligo_from_bert2bert": 25}, ["ligo", "ligo_from_bert2bert"])
+    ligo_only = ligo_file(5, {"default": 100}, ["ligo"])
+    merged = growth.merge([both, ligo_only])
+    assert merged["setup"]["ligo_steps"] == {"default": 100, "ligo_from_bert2bert": 25}
+    assert "LiGO 100 (ligo_from_bert2bert 25) operator steps" in growth.markdown(merged)
+    # a row named by one file's steps but run by the other at the default is a different recipe
+    other = ligo_file(6, {"default": 100}, ["ligo", "ligo_from_bert2bert"])
+    with pytest.raises(SystemExit, match="ligo_from_bert2bert with 100 operator steps"):
+        growth.merge([both, other])
+    assert growth.merge([ligo_file(7, 100, ["ligo"]), ligo_only])["setup"]["ligo_steps"] == {"default": 100}
