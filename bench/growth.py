@@ -63,7 +63,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -352,7 +351,11 @@ def parse_ligo_steps(values: list[str]) -> dict[str, int]:
 
 def ligo_steps(args, method: str) -> int:
     """Operator steps of a LiGO row (`args.ligo_steps`: a number or parse_ligo_steps' table)."""
-    steps = args.ligo_steps
+    return row_operator_steps(args.ligo_steps, method)
+
+
+def row_operator_steps(steps: int | dict, method: str) -> int:
+    """A row's steps in a --ligo_steps setting: a number, or parse_ligo_steps' table."""
     return steps if isinstance(steps, int) else steps.get(method, steps["default"])
 
 
@@ -556,8 +559,9 @@ def merge(files: list[Path]) -> dict:
         if differs:
             raise SystemExit(f"error: {name} was run with a different setup ({', '.join(differs)}) "
                              f"than {files[0]}; merge only seeds of one preset and recipe")
-    # a row's own settings must agree among the files that ran that row (and only there)
-    row_settings = {}
+    # a row's own settings, and a LiGO row's operator steps, must agree among the files that
+    # ran that row (and only there)
+    row_settings, operator_steps = {}, {}
     for results, name in zip(loaded, files, strict=True):
         ran = {m for run in results["seeds"].values() for m in run["runs"]}
         for key, rows in ROW_SETTINGS.items():
@@ -567,18 +571,13 @@ def merge(files: list[Path]) -> dict:
                     raise SystemExit(f"error: {name} ran {'/'.join(rows)} with {key} "
                                      f"{results['setup'][key]}, {seen[1]} with {seen[0]}; merge "
                                      "only seeds of one recipe")
-    # operator steps must agree per LiGO row among the files that ran that row (and only there)
-    operator_steps = {}
-    for results, name in zip(loaded, files, strict=True):
-        ran = {m for run in results["seeds"].values() for m in run["runs"]}
-        steps = SimpleNamespace(ligo_steps=results["setup"].get("ligo_steps", 100))
         for row in sorted(ran & set(LIGO_INITS)):
-            seen = operator_steps.setdefault(row, (ligo_steps(steps, row), name))
-            if seen[0] != ligo_steps(steps, row):
-                raise SystemExit(f"error: {name} ran {row} with {ligo_steps(steps, row)} operator "
-                                 f"steps, {seen[1]} with {seen[0]}; merge only seeds of one recipe")
-    first_steps = SimpleNamespace(ligo_steps=first["setup"].get("ligo_steps", 100))
-    default = ligo_steps(first_steps, "default")
+            steps = row_operator_steps(results["setup"].get("ligo_steps", 100), row)
+            seen = operator_steps.setdefault(row, (steps, name))
+            if seen[0] != steps:
+                raise SystemExit(f"error: {name} ran {row} with {steps} operator steps, "
+                                 f"{seen[1]} with {seen[0]}; merge only seeds of one recipe")
+    default = row_operator_steps(first["setup"].get("ligo_steps", 100), "default")
     merged_steps = {"default": default, **{row: n for row, (n, _) in operator_steps.items() if n != default}}
     seeds, commands, tokenizers, machines, first_file = {}, [], {}, {}, {}
     for results, name in zip(loaded, files, strict=True):
