@@ -589,7 +589,9 @@ def merge(files: list[Path]) -> dict:
                                             names=(first_file[seed], name))
             else:
                 seeds[seed], machines[seed], first_file[seed] = run, machine, name
-            # seeds must share the task: a retrained WordPiece can differ (tokenizers#1794)
+            # seeds must share the task: a corpus, a vocabulary size and ligo's version give
+            # one tokenizer, but files from before its WordPiece training was deterministic
+            # (tokenizers#1794) or from another corpus differ
             digest = run.get("tokenizer_sha256")  # absent in files from before it was recorded
             if digest:
                 tokenizers.setdefault(digest, seed)
@@ -987,8 +989,9 @@ def run_seed(args, seed: int, methods: list[str]) -> dict:
         print(f"warning: the source ends at {summary['small_final_loss']:.3f}, at or below the goal "
               f"{summary['goal_eval_loss']:.3f}: the target budget is too short, growth saves by "
               "construction", flush=True)
-    # HF's WordPiece training is not deterministic (huggingface/tokenizers#1794): the digest
-    # says whether two seeds (or a re-run elsewhere) tokenised the corpus the same way
+    # the digest says whether two seeds (or a re-run elsewhere) tokenised the corpus the same
+    # way (before ligo trained WordPiece deterministically, a retraining could differ:
+    # huggingface/tokenizers#1794)
     tokenizer = work / "scratch" / "tokenizer.json"
     digest = hashlib.sha256(tokenizer.read_bytes()).hexdigest() if tokenizer.is_file() else None
     return {"runs": runs, "unigram_loss": unigram, "summary": summary, "reused_runs": reused,

@@ -38,7 +38,7 @@ def obtain_tokenizer(tokenizer_path: str | None, corpus: Corpus, family: Family,
     if info.is_main and not path.exists():
         log.info("no --tokenizer_path: training a %s tokenizer (%d tokens) on %s",
                  family.name, vocab_size, corpus.name)
-        tok = train_tokenizer(corpus.iter_texts(), family, vocab_size)
+        tok = train_tokenizer(corpus.iter_texts, family, vocab_size)
         with atomic_write(path) as tmp:
             tok.save(str(tmp))
     distributed.barrier(info)

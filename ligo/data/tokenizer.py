@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -116,20 +116,42 @@ def _gpt2_bpe(encoder: Path, merges: Path, family: Family) -> Tokenizer:
     return _byte_level_bpe(models.BPE(vocab, merge_list))
 
 
-def train_tokenizer(texts: Iterable[str], family: Family, vocab_size: int) -> Tokenizer:
-    """Train a WordPiece (BERT) or byte-level BPE (RoBERTa, GPT-2) tokenizer on `texts`."""
+def train_tokenizer(texts: Callable[[], Iterable[str]], family: Family, vocab_size: int) -> Tokenizer:
+    """Train a WordPiece (BERT) or byte-level BPE (RoBERTa, GPT-2) tokenizer on `texts()`.
+
+    The same texts give the same tokenizer, byte for byte, in every process. `tokenizers`'
+    WordPiece trainer alone does not (huggingface/tokenizers#1794): it numbers the '##'
+    continuation tokens in hash-map order, and those ids break ties between merges of equal
+    count, so two runs of one command could train on different vocabularies. Handing it every
+    '##c' up front, in sorted order, fixes their ids (found by a first trainer pass that stops
+    before any merge: one more pass over the texts, hence a function that gives them);
+    byte-level BPE numbers nothing lazily.
+    """
     specials = _family_special_tokens(family)
     if family.name == "bert":
         tok = _wordpiece(None, lowercase=True)
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
+        continuations = _continuation_tokens(texts())
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials + continuations,
                                             show_progress=False)
+        tok.train_from_iterator(texts(), trainer=trainer)
+        # WordPiece encodes by its vocabulary alone: rebuilt from it, the '##c' are ordinary
+        # tokens again, not special ones (which would be matched in raw text and skipped on decode)
+        tok = _wordpiece(tok.get_vocab(with_added_tokens=False), lowercase=True)
     else:
         tok = _byte_level_bpe(models.BPE())
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                       show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
+        tok.train_from_iterator(texts(), trainer=trainer)
     return _finish(tok, family, source="the trained tokenizer")
+
+
+def _continuation_tokens(texts: Iterable[str]) -> list[str]:
+    """Every '##c' the WordPiece trainer creates on `texts` (a character c inside a word, as its
+    normaliser and pre-tokeniser see it), sorted: a trainer run that stops before any merge."""
+    tok = _wordpiece(None, lowercase=True)
+    tok.train_from_iterator(texts, trainer=trainers.WordPieceTrainer(vocab_size=1, show_progress=False))
+    return sorted(t for t in tok.get_vocab() if t.startswith("##"))
 
 
 def special_ids(tok: Tokenizer, family: Family, source: str = "the tokenizer") -> SpecialIds:

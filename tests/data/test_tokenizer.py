@@ -50,13 +50,34 @@ def test_missing_tokenizer_path(tmp_path):
 @pytest.mark.parametrize("family", ["bert", "roberta", "gpt2"])
 def test_trained_tokenizer_has_family_specials_and_round_trips(family, tmp_path, shared_data):
     texts = WIKI.read_text().split("\n")[:3000]
-    tok = train_tokenizer(texts, FAMILIES[family], vocab_size=2000)
+    tok = train_tokenizer(lambda: texts, FAMILIES[family], vocab_size=2000)
     assert 1000 < tok.get_vocab_size() <= 2000
     special_ids(tok, FAMILIES[family])  # raises if a special token is missing
     tok.save(str(tmp_path / "tokenizer.json"))
     again = load_tokenizer(tmp_path / "tokenizer.json", FAMILIES[family])
     assert fingerprint(again) == fingerprint(tok)
     assert again.encode(texts[0]).ids == tok.encode(texts[0]).ids
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_training_twice_gives_the_same_tokenizer(family, shared_data):
+    # tokenizers' own WordPiece trainer numbers its '##' tokens in hash-map order: on these
+    # texts five trainings gave five different id maps (huggingface/tokenizers#1794)
+    texts = WIKI.read_text().split("\n")[:1500]
+    trained = [train_tokenizer(lambda: texts, FAMILIES[family], vocab_size=1500) for _ in range(4)]
+    assert len({fingerprint(tok) for tok in trained}) == 1
+    assert len({tuple(sorted(tok.get_vocab().items())) for tok in trained}) == 1
+
+
+def test_trained_wordpiece_continuations_are_ordinary_tokens(shared_data):
+    texts = WIKI.read_text().split("\n")[:1500]
+    tok = train_tokenizer(lambda: texts, FAMILIES["bert"], vocab_size=1500)
+    specials = {t.content for t in tok.get_added_tokens_decoder().values()}
+    assert specials == {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
+    assert tok.token_to_id("##s") is not None  # in the vocabulary, as a continuation
+    encoded = tok.encode("the tokenization of words", add_special_tokens=False)
+    assert any(t.startswith("##") for t in encoded.tokens)
+    assert tok.decode(encoded.ids) == "the tokenization of words"  # '##' pieces are not skipped
 
 
 def test_word_starts_mark_wordpiece_continuations(shared_data):
