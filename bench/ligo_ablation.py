@@ -55,6 +55,10 @@ VARIANTS = {
     "from_stack": ("init = stack + bert2bert_fpi exactly", ["--init_from_operator", "stack", "bert2bert_fpi"]),
     "from_bert2bert": ("init = stack + bert2bert_aki exactly",
                        ["--init_from_operator", "stack", "bert2bert_aki"]),
+    "from_double": ("init = stack + double exactly (the exact doubling, copies split)",
+                    ["--init_from_operator", "stack", "double"]),
+    "from_double_25steps": ("init = stack + double exactly, 25 operator steps",
+                            ["--init_from_operator", "stack", "double", *_steps(25)]),
     "from_bert2bert_25steps": ("init = stack + bert2bert_aki exactly, 25 operator steps",
                                ["--init_from_operator", "stack", "bert2bert_aki", *_steps(25)]),
     "from_bert2bert_10steps": ("init = stack + bert2bert_aki exactly, 10 operator steps",
@@ -76,10 +80,18 @@ VARIANTS = {
 }
 
 
+# the growth benchmark's row of each width operator a variant can start from (depth: stack)
+ROW_OF_WIDTH = {"bert2bert_fpi": "stack", "bert2bert_aki": "bert2bert", "double": "double"}
+
+
 def fixed_row(name: str) -> str:
     """The growth benchmark's fixed row a variant is compared with: the one it starts from
-    (bert2bert for an AKI start), else stack (StackBERT, the init the paper's starts near)."""
-    return "bert2bert" if "bert2bert_aki" in VARIANTS[name][1] else "stack"
+    (bert2bert for an AKI start, double for an exact doubling), else stack (StackBERT, the
+    init the paper's starts near)."""
+    flags = VARIANTS[name][1]
+    if "--init_from_operator" not in flags:
+        return "stack"
+    return ROW_OF_WIDTH[flags[flags.index("--init_from_operator") + 2]]
 
 
 # the recipe a --grown run shares with the growth results it is compared with
@@ -204,6 +216,10 @@ def main(argv: list[str] | None = None) -> dict:
         report["growth_rows_savings"] = {method: row["reuse_flops_savings"]
                                          for method, row in summary["methods"].items()
                                          if method != "scratch"}
+        # where a row does not reach the goal, how far it ends from it (the variants' too)
+        report["growth_rows_distance"] = {method: row["distance_to_goal"]
+                                          for method, row in summary["methods"].items()
+                                          if method != "scratch"}
     write_json(report, args.output)
     print(markdown(report))
     return report
@@ -248,9 +264,15 @@ def markdown(report: dict) -> str:
         lines.append("")
         lines.append(f"The growth benchmark's rows on seed {report['seed']} (goal "
                      f"{report['goal_eval_loss']:.4f}): " + ", ".join(
-                         f"{method} {'not reached' if value is None else f'{value:.1%}'}"
+                         f"{method} {_reached(value, report.get('growth_rows_distance', {}).get(method))}"
                          for method, value in fixed.items()) + ".")
     return "\n".join(lines)
+
+
+def _reached(savings: float | None, distance: float | None) -> str:
+    if savings is not None:
+        return f"{savings:.1%}"
+    return "not reached" + ("" if distance is None else f" ({distance:.3f} short)")
 
 
 if __name__ == "__main__":

@@ -44,13 +44,20 @@ def test_the_grown_table_shows_each_variants_savings_beside_the_fixed_rows():
     assert "| from_bert2bert: w | 5.0000 | 4.7000 | 5.0000 | 4.8000 (bert2bert) | +0.1000 | 42.3% |" in table
     assert "| not reached (0.031 short) |" in table
     assert "on seed 2 (goal 4.4000): stack not reached, bert2bert 40.0%." in table
+    # with the rows' distances (files from before they were recorded have none)
+    report["growth_rows_distance"] = {"stack": 0.1234, "bert2bert": 0.0}
+    assert "stack not reached (0.123 short), bert2bert 40.0%." in ablation.markdown(report)
 
 
 def test_each_variant_is_compared_with_the_fixed_row_it_starts_from():
     assert {name: ablation.fixed_row(name) for name in ("from_bert2bert", "from_bert2bert_10steps",
-                                                       "from_bert2bert_25steps", "from_stack", "paper")} == {
+                                                       "from_bert2bert_25steps", "from_stack", "paper",
+                                                       "from_double", "from_double_25steps")} == {
         "from_bert2bert": "bert2bert", "from_bert2bert_10steps": "bert2bert",
-        "from_bert2bert_25steps": "bert2bert", "from_stack": "stack", "paper": "stack"}
+        "from_bert2bert_25steps": "bert2bert", "from_stack": "stack", "paper": "stack",
+        "from_double": "double", "from_double_25steps": "double"}
+    # every variant that starts from a fixed operator names one the growth benchmark has a row of
+    assert all(ablation.fixed_row(name) in ablation.growth.METHODS for name in ablation.VARIANTS)
 
 
 def test_variants_from_a_copying_operator_start_from_its_split():
