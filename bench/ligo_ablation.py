@@ -6,8 +6,8 @@ fixed operator it generalises (stack + bert2bert_fpi) trained as an ordinary mod
 For every variant: the eval loss of the large model at the operator's init, after its
 training, and the fixed operator's loss at the same point, two ways: at its start (what the
 operator must beat for free) and after as many FLOPs of ordinary training as the operator
-spent (read off the fixed row's curve in a growth results file, when given: `bert2bert` for
-the variants that start from it, `stack` for the others). An operator whose end loss is not
+spent (read off the fixed row's curve in a growth results file, when given: `bert2bert` or
+`double` for the variants that start from it, `stack` for the others). An operator whose end loss is not
 below the latter costs more than it brings.
 
 With --grown (and --growth_results), each operator's model is then trained as the growth
