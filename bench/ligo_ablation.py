@@ -59,6 +59,9 @@ VARIANTS = {
                     ["--init_from_operator", "stack", "double"]),
     "from_double_25steps": ("init = stack + double exactly, 25 operator steps",
                             ["--init_from_operator", "stack", "double", *_steps(25)]),
+    "from_double_25steps_constant_lr": (
+        "init = stack + double exactly, 25 operator steps at a constant LR (no decay: its end is not annealed)",
+        ["--init_from_operator", "stack", "double", *_steps(25), "--lr_scheduler_type", "constant"]),
     "from_bert2bert_25steps": ("init = stack + bert2bert_aki exactly, 25 operator steps",
                                ["--init_from_operator", "stack", "bert2bert_aki", *_steps(25)]),
     "from_bert2bert_10steps": ("init = stack + bert2bert_aki exactly, 10 operator steps",
