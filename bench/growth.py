@@ -135,6 +135,11 @@ FROM_SCRATCH = ("scratch", "small", "progressive", "pli", "staged")
 GROWING_FROM_SCRATCH = tuple(m for m in FROM_SCRATCH if m not in ("scratch", "small"))
 # the methods of the LiGO paper's comparison: run with every seed (--seeds); others once
 CORE_METHODS = ("scratch", "small", "stack", "bert2bert", "ligo")
+# the (depth, width) operators of the fixed rows (`double` is net2net where the target is not
+# an exact doubling of the source)
+FIXED_GROWTH = {"stack": ("stack", "bert2bert_fpi"), "interpolate": ("interpolate", "bert2bert_fpi"),
+                "bert2bert": ("stack", "bert2bert_aki"), "zero": ("stack", "zero"), "msg": ("msg", "msg"),
+                "double": ("stack", "double")}
 # the fixed (not learned) operators a LiGO row is compared with, seed by seed
 FIXED_OPERATORS = ("stack", "interpolate", "bert2bert", "double", "zero", "msg")
 # scratch must end at least this far below the eval set's unigram line, or nothing was learned
@@ -269,15 +274,14 @@ def method_argv(method: str, args, work: Path, small_dir: Path, goal: float | No
     grown_steps = ["--max_steps", str(r["grown_steps"])]
     from_small = ["--source_model_path", str(small_dir), "--reset_optimizer"]
     half = max(1, _layers(target) // 2)
-    grow = {"stack": ("stack", "bert2bert_fpi"), "interpolate": ("interpolate", "bert2bert_fpi"),
-            "bert2bert": ("stack", "bert2bert_aki"), "zero": ("stack", "zero"), "msg": ("msg", "msg"),
-            "double": ("stack", "double" if _is_double(source, target) else "net2net")}
     if method == "scratch":
         argv = common + scratch_lr + steps + ["--config_name", target]
     elif method == "small":
         argv = common + scratch_lr + ["--config_name", source, "--max_steps", str(r["small_steps"])]
-    elif method in grow:
-        depth, width = grow[method]
+    elif method in FIXED_GROWTH:
+        depth, width = FIXED_GROWTH[method]
+        if method == "double" and not _is_double(source, target):
+            width = "net2net"  # every unit copied, at random where the sizes are no exact doubling
         argv = common + grown_lr + grown_steps + from_small + [
             "--config_name", target, "--grow_scheme", depth, "--width_scheme", width]
         split = getattr(args, "width_split_noise", 0.0)  # callers from before the flag: none

@@ -83,10 +83,6 @@ VARIANTS = {
 }
 
 
-# the growth benchmark's row of each width operator a variant can start from (depth: stack)
-ROW_OF_WIDTH = {"bert2bert_fpi": "stack", "bert2bert_aki": "bert2bert", "double": "double"}
-
-
 def fixed_row(name: str) -> str:
     """The growth benchmark's fixed row a variant is compared with: the one it starts from
     (bert2bert for an AKI start, double for an exact doubling), else stack (StackBERT, the
@@ -94,7 +90,9 @@ def fixed_row(name: str) -> str:
     flags = VARIANTS[name][1]
     if "--init_from_operator" not in flags:
         return "stack"
-    return ROW_OF_WIDTH[flags[flags.index("--init_from_operator") + 2]]
+    start = flags.index("--init_from_operator") + 1
+    return next(row for row, operators in growth.FIXED_GROWTH.items()
+                if list(operators) == flags[start:start + 2])
 
 
 # the recipe a --grown run shares with the growth results it is compared with

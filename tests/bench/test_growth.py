@@ -558,3 +558,14 @@ def test_merge_compares_operator_steps_only_for_the_ligo_rows_both_files_ran(tmp
     with pytest.raises(SystemExit, match="ligo_from_bert2bert with 100 operator steps"):
         growth.merge([both, other])
     assert growth.merge([ligo_file(7, 100, ["ligo"]), ligo_only])["setup"]["ligo_steps"] == {"default": 100}
+
+
+def test_the_double_row_copies_at_random_where_the_target_is_no_exact_doubling():
+    values = {"train_files": ["corpus"], "cache_dir": "cache", "eval_max_batches": 8, "bf16": "true",
+              "position_init": None, "tokenizer_path": None, "width_split_noise": 0.0}
+    widths = {}
+    for preset in ("bert", "bert-paper"):  # 128 -> 256 hidden; 512 -> 768
+        argv = growth.method_argv("double", type("Args", (), {**values, "preset": preset}), Path("w"),
+                                  Path("w/small"))
+        widths[preset] = argv[argv.index("--width_scheme") + 1]
+    assert widths == {"bert": "double", "bert-paper": "net2net"}

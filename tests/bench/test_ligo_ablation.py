@@ -122,35 +122,35 @@ def test_grown_savings_trains_the_operators_model_to_the_goal_and_counts_its_flo
                    "distance_to_goal": 0.0}
 
 
-def test_a_batch_variant_runs_its_operator_on_fewer_sequences_and_as_many_steps(tmp_path):
-    """The variant's flags follow the preset's operator flags: its batch is the one parsed."""
+def _parse_operator_run(tmp_path, preset: str, extra: list[str]):
+    """(training, LiGO) arguments of the preset's operator run with `extra` flags after its own."""
     from ligo.config import DataArguments, LiGOArguments, ModelArguments, TrainingArguments, parse_args
 
-    args = type("Args", (), {"preset": "gpt2", "train_files": ["corpus"], "cache_dir": "cache",
+    args = type("Args", (), {"preset": preset, "train_files": ["corpus"], "cache_dir": "cache",
                              "eval_max_batches": 8, "bf16": "true", "ligo_steps": 100,
                              "ligo_learning_rate": 1e-3})
     base = ablation.growth.operator_flags(args, 1, tmp_path / "op", tmp_path / "small")
-    groups = (ModelArguments, DataArguments, TrainingArguments, LiGOArguments)
-    preset = parse_args(groups, base)[2]
-    _, _, training, options = parse_args(groups, base + ablation.variant_flags("paper_batch8", 0.5))
+    _, _, training, options = parse_args((ModelArguments, DataArguments, TrainingArguments, LiGOArguments),
+                                         base + extra)
+    return training, options
+
+
+def test_a_batch_variant_runs_its_operator_on_fewer_sequences_and_as_many_steps(tmp_path):
+    """The variant's flags follow the preset's operator flags: its batch is the one parsed."""
+    preset, _ = _parse_operator_run(tmp_path, "gpt2", [])
+    training, options = _parse_operator_run(tmp_path, "gpt2", ablation.variant_flags("paper_batch8", 0.5))
     assert preset.per_device_train_batch_size == 32
     assert (training.per_device_train_batch_size, training.max_steps) == (8, 100)
     assert options.fuse_init_scheme == ["stackbert_noisy", "rand"]
-    _, _, training, options = parse_args(groups, base + ablation.variant_flags("from_bert2bert_batch8", 0.5))
+    training, options = _parse_operator_run(tmp_path, "gpt2", ablation.variant_flags("from_bert2bert_batch8", 0.5))
     assert training.per_device_train_batch_size == 8 and options.width_split_noise == 0.5
 
 
 def test_the_constant_lr_variant_runs_its_operator_without_decay(tmp_path):
-    from ligo.config import DataArguments, LiGOArguments, ModelArguments, TrainingArguments, parse_args
-
-    args = type("Args", (), {"preset": "bert", "train_files": ["corpus"], "cache_dir": "cache",
-                             "eval_max_batches": 8, "bf16": "true", "ligo_steps": 100,
-                             "ligo_learning_rate": 1e-3})
-    base = ablation.growth.operator_flags(args, 1, tmp_path / "op", tmp_path / "small")
-    groups = (ModelArguments, DataArguments, TrainingArguments, LiGOArguments)
-    assert parse_args(groups, base)[2].lr_scheduler_type == "linear"  # the preset's: decays to 0
+    preset, _ = _parse_operator_run(tmp_path, "bert", [])
+    assert preset.lr_scheduler_type == "linear"  # the preset's: decays to 0
     flags = ablation.variant_flags("from_double_25steps_constant_lr", 0.5)
-    _, _, training, options = parse_args(groups, base + flags)
+    training, options = _parse_operator_run(tmp_path, "bert", flags)
     assert (training.lr_scheduler_type, training.max_steps) == ("constant", 25)
     assert options.init_from_operator == ["stack", "double"] and options.width_split_noise == 0.5
     assert ablation.fixed_row("from_double_25steps_constant_lr") == "double"
