@@ -62,6 +62,15 @@ VARIANTS = {
     "from_double_25steps_constant_lr": (
         "init = stack + double exactly, 25 operator steps at a constant LR (no decay: its end is not annealed)",
         ["--init_from_operator", "stack", "double", *_steps(25), "--lr_scheduler_type", "constant"]),
+    "from_double_25steps_depth_only": (
+        "init = stack + double exactly, 25 operator steps, only the depth coefficients learned "
+        "(the width expansions stay the doubling's)",
+        ["--init_from_operator", "stack", "double", *_steps(25), "--tune_width", "false"]),
+    "double_trained_25steps": (
+        "control, no operator: double's own weights trained 25 steps in the operator's run "
+        "(same LR, schedule and FLOPs; a learned residual from 0), then the same grown run",
+        ["--init_from_operator", "stack", "double", *_steps(25), "--tune_width", "false",
+         "--tune_depth", "false", "--tune_residual", "--tune_residual_noise", "0"]),
     "from_bert2bert_25steps": ("init = stack + bert2bert_aki exactly, 25 operator steps",
                                ["--init_from_operator", "stack", "bert2bert_aki", *_steps(25)]),
     "from_bert2bert_10steps": ("init = stack + bert2bert_aki exactly, 10 operator steps",

@@ -154,3 +154,19 @@ def test_the_constant_lr_variant_runs_its_operator_without_decay(tmp_path):
     assert (training.lr_scheduler_type, training.max_steps) == ("constant", 25)
     assert options.init_from_operator == ["stack", "double"] and options.width_split_noise == 0.5
     assert ablation.fixed_row("from_double_25steps_constant_lr") == "double"
+
+
+def test_the_depth_only_variant_and_the_no_operator_control_train_what_they_say(tmp_path):
+    """depth_only: the doubling's width expansions stay fixed, the depth coefficients learn;
+    the control: neither learns, only a residual from 0 (double's own weights, trained as an
+    ordinary model: tests/operators/test_learned.py checks that equivalence)."""
+    _, options = _parse_operator_run(tmp_path, "bert", ablation.variant_flags("from_double_25steps_depth_only", 0.5))
+    learned = options.options()
+    assert (learned.tune_width, learned.tune_depth, learned.tune_residual) == (False, True, False)
+    assert learned.init_from == ("stack", "double") and learned.init_split_noise == 0.5
+    training, options = _parse_operator_run(tmp_path, "bert", ablation.variant_flags("double_trained_25steps", 0.5))
+    control = options.options()
+    assert (control.tune_width, control.tune_depth, control.tune_residual) == (False, False, True)
+    assert control.residual_noise == 0.0 and control.init_from == ("stack", "double")
+    assert training.max_steps == 25
+    assert {ablation.fixed_row(n) for n in ("from_double_25steps_depth_only", "double_trained_25steps")} == {"double"}

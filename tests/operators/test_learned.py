@@ -117,6 +117,41 @@ def test_init_from_a_split_fixed_operator_starts_where_that_split_operator_ends(
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_a_residual_only_operator_trains_the_fixed_operators_model_as_ordinary_training_does(family):
+    """bench/ligo_ablation.py's control (double_trained_25steps): no width or depth learned, a
+    residual from 0 on top of a fixed operator's weights. Step after step its gradient is the
+    model's own, so its steps move the generated weights exactly as steps on that model's
+    parameters do. (Plain SGD here: Adam would too, but it blows the 1e-17 rounding noise of a
+    gradient that is exactly zero in theory, a key bias's, up to a full step of either sign.)"""
+    model, state = small_state(family)
+    wide = wide_config(family, layers=4)
+    operator = LiGO(state, model.config, wide, LiGOOptions(
+        tune_width=False, tune_depth=False, tune_residual=True, residual_noise=0.0,
+        init_from=("stack", "bert2bert_fpi"), init_split_noise=0.5, seed=3))
+    assert {n.split(".")[0] for n, p in operator.named_parameters() if p.requires_grad} == {"residual"}
+    large = materialise(operator).train()
+    plain = LanguageModelingLoss(large, FAMILIES[family])
+    functional = LiGOLoss(operator).train()
+    optimisers = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+                  for m in (operator, large)]
+    for step in range(3):
+        ids = torch.randint(5, 1000, (2, 16), generator=torch.Generator().manual_seed(step))
+        labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(10 + step))
+                             < 0.3, ids, -100)
+        for loss, optimiser in zip((functional, plain), optimisers, strict=True):
+            optimiser.zero_grad()
+            torch.manual_seed(100 + step)  # the same dropout masks: one module tree, one order
+            loss(ids, labels)["loss_sum"].backward()
+            optimiser.step()
+    generated, trained = operator(), large.state_dict()
+    for key, value in generated.items():
+        torch.testing.assert_close(value, trained[key], rtol=0, atol=1e-12, msg=key)
+    start = grow_state(state, model.config, wide, depth="stack", width="bert2bert_fpi", seed=3,
+                       width_options={"split_noise": 0.5})
+    assert any(not torch.allclose(generated[k], start[k]) for k in start)  # it did train
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_gradients_reach_only_the_operator_parameters(family):
     model, state = small_state(family)
     operator = LiGO(state, model.config, wide_config(family, layers=4), LiGOOptions())
