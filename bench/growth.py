@@ -513,7 +513,10 @@ def paired_differences(summaries: list[dict]) -> dict:
     The goal is each seed's own scratch loss, so most of the spread of a method's savings over
     seeds is the goal moving, shared by every method of that seed; the per-seed difference
     removes it. Seeds in which either run missed the goal have no difference; `fixed_missed`
-    and `ligo_missed` count those where only that one missed, so neither side's misses hide."""
+    and `ligo_missed` count those where only that one missed, so neither side's misses hide;
+    `both_missed` those where both did, `ligo_closer` of them where LiGO ended nearer the goal.
+    `ligo_ahead`: the seeds where the LiGO row did better by any of these measures (more
+    savings, or the goal reached where the other missed it, or ended nearer it)."""
     out = {}
     for ligo_row in (*LIGO_INITS, *DROP_ROWS):
         for fixed in FIXED_OPERATORS:
@@ -523,9 +526,13 @@ def paired_differences(summaries: list[dict]) -> dict:
                 continue
             both = [a["reuse_flops_savings"] - b["reuse_flops_savings"] for a, b in rows
                     if a["reached_goal"] and b["reached_goal"]]
+            neither = [(a, b) for a, b in rows if not (a["reached_goal"] or b["reached_goal"])]
             entry = {"seeds": len(rows), "difference": _stats(both) if both else None,
                      "fixed_missed": sum(a["reached_goal"] and not b["reached_goal"] for a, b in rows),
-                     "ligo_missed": sum(b["reached_goal"] and not a["reached_goal"] for a, b in rows)}
+                     "ligo_missed": sum(b["reached_goal"] and not a["reached_goal"] for a, b in rows),
+                     "both_missed": len(neither),
+                     "ligo_closer": sum(a["distance_to_goal"] < b["distance_to_goal"] for a, b in neither)}
+            entry["ligo_ahead"] = (sum(d > 0 for d in both) + entry["fixed_missed"] + entry["ligo_closer"])
             out.setdefault(ligo_row, {})[fixed] = entry
     return out
 
@@ -778,6 +785,11 @@ def _paired_lines(paired: dict) -> list[str]:
             for who, key in ((fixed, "fixed_missed"), (ligo_row, "ligo_missed")):
                 if entry[key]:
                     text += f", and {entry[key]} seed(s) where only {who} missed the goal"
+            if entry.get("both_missed"):  # files merged before these counts have none
+                text += (f", and {entry['both_missed']} where both missed ({ligo_row} ended nearer "
+                         f"the goal on {entry['ligo_closer']})")
+            if "ligo_ahead" in entry:
+                text += f": {ligo_row} ahead on {entry['ligo_ahead']} of {entry['seeds']} seeds"
             parts.append(text)
     if not parts:
         return []

@@ -85,6 +85,21 @@ def test_paired_differences_remove_the_goal_shared_by_a_seeds_methods():
     pair = summary["paired"]["ligo"]["stack"]
     assert (pair["difference"]["n"], pair["fixed_missed"], pair["ligo_missed"]) == (1, 1, 1)
     assert "1 seed(s) where only ligo missed the goal" in growth._paired_lines(summary["paired"])[1]
+    # ahead: seed 1 (more savings) and seed 3 (only stack missed); not seed 2
+    assert (pair["both_missed"], pair["ligo_closer"], pair["ligo_ahead"]) == (0, 0, 2)
+    # a seed where both miss counts for the one that ended nearer the goal (5.0)
+    seeds["1"]["runs"]["stack"]["curve"] = curve((100, 8, 5.1))
+    seeds["1"]["runs"]["ligo"]["curve"] = curve((90, 8, 5.05))
+    seeds["1"]["summary"] = growth.summarise(seeds["1"]["runs"], 6.5)
+    summary = growth.aggregate(seeds)
+    pair = summary["paired"]["ligo"]["stack"]
+    assert (pair["difference"], pair["both_missed"], pair["ligo_closer"], pair["ligo_ahead"]) == (None, 1, 1, 2)
+    assert ("1 where both missed (ligo ended nearer the goal on 1): ligo ahead on 2 of 3 seeds"
+            in growth._paired_lines(summary["paired"])[1])
+    seeds["1"]["runs"]["ligo"]["curve"] = curve((90, 8, 5.2))  # now further than stack's 5.1
+    seeds["1"]["summary"] = growth.summarise(seeds["1"]["runs"], 6.5)
+    pair = growth.aggregate(seeds)["paired"]["ligo"]["stack"]
+    assert (pair["ligo_closer"], pair["ligo_ahead"]) == (0, 1)
 
 
 def test_regime_label_flips_when_scratch_ends_less_than_one_nat_below_the_unigram_line():
