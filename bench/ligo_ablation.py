@@ -16,11 +16,16 @@ reuse FLOPs savings is computed against that results file's scratch run of the s
 the operator's FLOPs counted: the figure that decides, beside the fixed rows' savings on that
 seed. The variants that start from a copying fixed operator (FPI, AKI) start from it with
 its copies split by --width_split_noise, as bench/growth.py's fixed rows and its
-ligo_from_* rows do.
+ligo_from_* rows do. With --fixed_row_reruns K, each fixed row compared is trained K more
+times to the goal with its split re-drawn (--growth_seed 1..K), all else equal: how far one
+seed's savings moves when only the init is perturbed, the yardstick for a variant's
+difference from its fixed row on that seed.
 
     python bench/ligo_ablation.py --preset gpt2 --source_run WORK/gpt2-seed1/small \
         --growth_results bench/results/growth_gpt2.json --output bench/results/ligo_ablation_gpt2.json
     python bench/ligo_ablation.py --preset gpt2 --source_run ... --variants paper from_stack --grown
+    python bench/ligo_ablation.py --preset bert --source_run ... --grown --growth_results ... \
+        --variants --fixed_row_reruns 2 --rerun_rows double
 """
 from __future__ import annotations
 
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", choices=list(growth.PRESETS), default="gpt2")
     parser.add_argument("--source_run", required=True, help="the trained source model folder "
                         "(a growth run's <workdir>/<preset>-seed<N>/small)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--ligo_steps", type=int, default=100)
     parser.add_argument("--ligo_learning_rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=1)
@@ -165,6 +170,14 @@ def main(argv: list[str] | None = None) -> dict:
                              "its copies split by this (bench/growth.py's default)")
     parser.add_argument("--grown", action="store_true", help="train each operator's model on to "
                         "the growth results' goal and report its reuse FLOPs savings")
+    parser.add_argument("--fixed_row_reruns", type=int, default=0,
+                        help="with --grown: train each fixed row the variants are compared with "
+                             "(or --rerun_rows) this many more times, its split re-drawn "
+                             "(--growth_seed 1..K; the growth row is seed 0) and all else equal: "
+                             "how far a fixed row's savings moves when only its init is perturbed, "
+                             "the yardstick for a variant's difference from it on one seed")
+    parser.add_argument("--rerun_rows", nargs="+", choices=sorted(growth.FIXED_GROWTH),
+                        help="the fixed rows --fixed_row_reruns trains (default: the variants' own)")
     parser.add_argument("--output", default="out/ligo_ablation/ligo_ablation.json")
     args = parser.parse_args(argv)
     args.bf16 = bf16_flag(args.bf16)
@@ -176,6 +189,14 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: --width_split_noise {args.width_split_noise}: must be >= 0")
     if args.ligo_steps < 1:
         raise SystemExit(f"error: --ligo_steps {args.ligo_steps}: must be >= 1")
+    if args.fixed_row_reruns < 0:
+        raise SystemExit(f"error: --fixed_row_reruns {args.fixed_row_reruns}: must be >= 0")
+    if (args.fixed_row_reruns or args.rerun_rows) and not args.grown:
+        raise SystemExit("error: --fixed_row_reruns/--rerun_rows train fixed rows to the goal: add --grown")
+    rerun_rows = sorted(args.rerun_rows or {fixed_row(name) for name in args.variants}) \
+        if args.fixed_row_reruns else []
+    if not args.variants and not rerun_rows:
+        raise SystemExit("error: nothing to run: give --variants, or --fixed_row_reruns K with --rerun_rows")
     if args.grown and not args.growth_results:
         raise SystemExit("error: --grown needs --growth_results (its scratch run of the same seed "
                          "gives the goal and the cost the savings are measured against)")
@@ -189,7 +210,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.growth_results:
         results = json.loads(Path(args.growth_results).read_text())
         seed_runs = results["seeds"].get(str(args.seed), {}).get("runs", {})
-        needed = {fixed_row(name) for name in args.variants} | ({"scratch"} if args.grown else set())
+        needed = ({fixed_row(name) for name in args.variants} | set(rerun_rows)
+                  | ({"scratch"} if args.grown else set()))
         if results["setup"]["preset"] != args.preset or needed - set(seed_runs):
             raise SystemExit(f"error: {args.growth_results} has no {args.preset} "
                              f"{'/'.join(sorted(needed - set(seed_runs)))} run for seed {args.seed}")
@@ -217,10 +239,14 @@ def main(argv: list[str] | None = None) -> dict:
         if args.grown:
             row.update(grown_savings(args, out, source_dir, seed_runs["scratch"]["curve"]))
         rows[name] = row
+    reruns = {row: [fixed_row_rerun(args, row, growth_seed, source_dir, seed_runs["scratch"]["curve"])
+                    for growth_seed in range(1, args.fixed_row_reruns + 1)] for row in rerun_rows}
     report = {"command": command_line("ligo_ablation.py", argv),
               "preset": args.preset, "seed": args.seed, "ligo_steps": args.ligo_steps,
               "ligo_learning_rate": args.ligo_learning_rate,
               "width_split_noise": args.width_split_noise, "variants": rows}
+    if reruns:
+        report["fixed_row_reruns"] = reruns
     if summary is not None and args.grown:  # what the variants compete with, on this seed
         report["goal_eval_loss"] = summary["goal_eval_loss"]
         report["growth_rows_savings"] = {method: row["reuse_flops_savings"]
@@ -239,14 +265,30 @@ def grown_savings(args, operator_dir: Path, source_dir: Path, scratch_curve: lis
     """Train the operator's model on (the growth benchmark's `ligo` row recipe, stopping at the
     goal) and its reuse FLOPs savings against the scratch curve: its curve's FLOPs start at the
     operator's, so they are counted."""
-    from ligo.pretrain import main as pretrain_main
-
     goal = scratch_curve[-1]["loss"]
     out = operator_dir.parent / f"{operator_dir.name}-grown"
-    pretrain_main(growth.method_argv("ligo", args, operator_dir.parent, source_dir, goal,
-                                     seed=args.seed, out=out, operator_dir=operator_dir))
-    runs = {"scratch": {"curve": scratch_curve}, "variant": {"curve": growth.read_curve(out)}}
-    row = growth.summarise(runs)["methods"]["variant"]  # the growth benchmark's own arithmetic
+    return _trained_to_goal(growth.method_argv("ligo", args, operator_dir.parent, source_dir, goal,
+                                               seed=args.seed, out=out, operator_dir=operator_dir),
+                            out, scratch_curve)
+
+
+def fixed_row_rerun(args, row: str, growth_seed: int, source_dir: Path, scratch_curve: list[dict]) -> dict:
+    """The growth benchmark's fixed `row` of this seed once more, with its random split (and
+    any other random choice of the operator) drawn from `growth_seed`: same source, data
+    order and recipe, stopping at the goal."""
+    out = Path(args.workdir) / f"{row}-growth_seed{growth_seed}"
+    print(f"=== {row}, growth seed {growth_seed}", flush=True)
+    argv = growth.method_argv(row, args, out.parent, source_dir, scratch_curve[-1]["loss"],
+                              seed=args.seed, out=out) + ["--growth_seed", str(growth_seed)]
+    return {"growth_seed": growth_seed, **_trained_to_goal(argv, out, scratch_curve)}
+
+
+def _trained_to_goal(argv: list[str], out: Path, scratch_curve: list[dict]) -> dict:
+    from ligo.pretrain import main as pretrain_main
+
+    pretrain_main(argv)
+    runs = {"scratch": {"curve": scratch_curve}, "run": {"curve": growth.read_curve(out)}}
+    row = growth.summarise(runs)["methods"]["run"]  # the growth benchmark's own arithmetic
     return {"grown_final_loss": row["final_loss"], "grown_steps_run": row["steps_run"],
             "reuse_flops_savings": row["reuse_flops_savings"],
             "distance_to_goal": row["distance_to_goal"]}
@@ -276,6 +318,12 @@ def markdown(report: dict) -> str:
                      f"{report['goal_eval_loss']:.4f}): " + ", ".join(
                          f"{method} {_reached(value, report.get('growth_rows_distance', {}).get(method))}"
                          for method, value in fixed.items()) + ".")
+    for row, runs in report.get("fixed_row_reruns", {}).items():
+        lines.append("")
+        lines.append(f"{row} again, its split re-drawn (same source, data order and recipe): " + ", ".join(
+            f"growth seed {run['growth_seed']} {_reached(run['reuse_flops_savings'], run['distance_to_goal'])}"
+            for run in runs) + (f"; the growth row (seed 0): {_reached(fixed[row], report.get('growth_rows_distance', {}).get(row))}"
+                                if fixed and row in fixed else "") + ".")
     return "\n".join(lines)
 
 

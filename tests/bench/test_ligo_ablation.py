@@ -170,3 +170,87 @@ def test_the_depth_only_variant_and_the_no_operator_control_train_what_they_say(
     assert control.residual_noise == 0.0 and control.init_from == ("stack", "double")
     assert training.max_steps == 25
     assert {ablation.fixed_row(n) for n in ("from_double_25steps_depth_only", "double_trained_25steps")} == {"double"}
+
+
+def test_a_fixed_row_rerun_is_the_growth_row_with_its_split_redrawn(tmp_path, monkeypatch):
+    """--fixed_row_reruns: the growth benchmark's own command for the row (same seed, so the
+    same data order, same recipe, stopping at the goal) plus --growth_seed K, its savings by the
+    benchmark's arithmetic."""
+    import ligo.pretrain
+
+    seen = []
+
+    def fake_pretrain(argv):
+        seen.append(argv)
+        out = Path(argv[argv.index("--output_dir") + 1])
+        out.mkdir(parents=True)
+        (out / "metrics.jsonl").write_text("".join(json.dumps(
+            {"split": "eval", "step": step, "tokens": 1, "flops": flops, "train_seconds": 1.0, "loss": loss})
+            + "\n" for step, flops, loss in ((40, 20.0, 5.0), (80, 40.0, 4.5))))
+
+    monkeypatch.setattr(ligo.pretrain, "main", fake_pretrain)
+    args = type("Args", (), {"preset": "bert", "train_files": ["corpus"], "cache_dir": "cache",
+                             "eval_max_batches": 8, "bf16": "true", "position_init": None,
+                             "tokenizer_path": None, "seed": 6, "workdir": str(tmp_path),
+                             "width_split_noise": 0.5})
+    for name in ("source", "target", "steps", "small_steps", "learning_rate", "warmup_steps",
+                 "grown_learning_rate", "grown_warmup_steps", "eval_steps", "batch_size", "block_size"):
+        setattr(args, name, None)
+    scratch = [{"step": 100, "flops": 50.0, "seconds": 1.0, "loss": 5.0},
+               {"step": 200, "flops": 100.0, "seconds": 2.0, "loss": 4.5}]
+    row = ablation.fixed_row_rerun(args, "double", 2, tmp_path / "small", scratch)
+    argv = seen[0]
+    growth_row = ablation.growth.method_argv("double", args, tmp_path, tmp_path / "small", 4.5, seed=6,
+                                             out=tmp_path / "double-growth_seed2")
+    assert argv == growth_row + ["--growth_seed", "2"]
+    assert argv[argv.index("--width_scheme") + 1] == "double" and "--width_split_noise" in argv
+    assert row == {"growth_seed": 2, "grown_final_loss": 4.5, "grown_steps_run": 80,
+                   "reuse_flops_savings": pytest.approx(0.6), "distance_to_goal": 0.0}
+    table = ablation.markdown({"seed": 6, "goal_eval_loss": 4.5, "variants": {},
+                               "growth_rows_savings": {"double": 0.615},
+                               "fixed_row_reruns": {"double": [row, {**row, "growth_seed": 3,
+                                                                     "reuse_flops_savings": None,
+                                                                     "distance_to_goal": 0.05}]}})
+    assert ("double again, its split re-drawn (same source, data order and recipe): growth seed 2 "
+            "60.0%, growth seed 3 not reached (0.050 short); the growth row (seed 0): 61.5%.") in table
+
+
+def test_fixed_row_reruns_are_checked_before_any_work(tmp_path):
+    source = tmp_path / "small"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    base = ["--preset", "bert", "--source_run", str(source)]
+    with pytest.raises(SystemExit, match="--fixed_row_reruns -1: must be >= 0"):
+        ablation.main(base + ["--fixed_row_reruns", "-1"])
+    with pytest.raises(SystemExit, match="add --grown"):
+        ablation.main(base + ["--fixed_row_reruns", "2"])
+    with pytest.raises(SystemExit, match="nothing to run"):
+        ablation.main(base + ["--variants", "--grown", "--growth_results", "x.json"])
+    with pytest.raises(SystemExit):  # not a fixed row
+        ablation.main(base + ["--rerun_rows", "ligo"])
+
+
+def test_reruns_alone_train_each_asked_row_k_times_and_land_in_the_report(tmp_path, monkeypatch):
+    source = tmp_path / "small"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    scratch = [{"step": 100, "flops": 50.0, "seconds": 1.0, "loss": 5.0},
+               {"step": 200, "flops": 100.0, "seconds": 2.0, "loss": 4.5}]
+    results = {"setup": {"preset": "bert"}, "seeds": {"6": {"runs": {"scratch": {"curve": scratch},
+                                                                     "double": {"curve": scratch}},
+                                                            "summary": {"goal_eval_loss": 4.5, "methods": {
+                                                                "double": {"reuse_flops_savings": 0.615,
+                                                                           "distance_to_goal": 0.0}}}}}}
+    (tmp_path / "growth.json").write_text(json.dumps(results))
+    monkeypatch.setattr(ablation, "check_same_recipe", lambda args, setup: None)
+    calls = []
+    monkeypatch.setattr(ablation, "fixed_row_rerun", lambda args, row, growth_seed, source_dir, curve: calls.append(
+        (row, growth_seed, curve[-1]["loss"])) or {"growth_seed": growth_seed, "reuse_flops_savings": 0.6,
+                                                   "distance_to_goal": 0.0})
+    report = ablation.main(["--preset", "bert", "--seed", "6", "--source_run", str(source), "--grown",
+                            "--growth_results", str(tmp_path / "growth.json"), "--variants",
+                            "--fixed_row_reruns", "2", "--rerun_rows", "double",
+                            "--output", str(tmp_path / "out.json")])
+    assert calls == [("double", 1, 4.5), ("double", 2, 4.5)]
+    assert [run["growth_seed"] for run in report["fixed_row_reruns"]["double"]] == [1, 2]
+    assert json.loads((tmp_path / "out.json").read_text())["fixed_row_reruns"] == report["fixed_row_reruns"]
