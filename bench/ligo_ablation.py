@@ -191,8 +191,10 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: --ligo_steps {args.ligo_steps}: must be >= 1")
     if args.fixed_row_reruns < 0:
         raise SystemExit(f"error: --fixed_row_reruns {args.fixed_row_reruns}: must be >= 0")
-    if (args.fixed_row_reruns or args.rerun_rows) and not args.grown:
-        raise SystemExit("error: --fixed_row_reruns/--rerun_rows train fixed rows to the goal: add --grown")
+    if args.rerun_rows and not args.fixed_row_reruns:
+        raise SystemExit("error: --rerun_rows names the rows --fixed_row_reruns K retrains: give K >= 1")
+    if args.fixed_row_reruns and not args.grown:
+        raise SystemExit("error: --fixed_row_reruns trains fixed rows to the goal: add --grown")
     rerun_rows = sorted(args.rerun_rows or {fixed_row(name) for name in args.variants}) \
         if args.fixed_row_reruns else []
     if not args.variants and not rerun_rows:

@@ -224,6 +224,8 @@ def test_fixed_row_reruns_are_checked_before_any_work(tmp_path):
         ablation.main(base + ["--fixed_row_reruns", "-1"])
     with pytest.raises(SystemExit, match="add --grown"):
         ablation.main(base + ["--fixed_row_reruns", "2"])
+    with pytest.raises(SystemExit, match="--rerun_rows names the rows --fixed_row_reruns K retrains"):
+        ablation.main(base + ["--grown", "--rerun_rows", "double"])
     with pytest.raises(SystemExit, match="nothing to run"):
         ablation.main(base + ["--variants", "--grown", "--growth_results", "x.json"])
     with pytest.raises(SystemExit):  # not a fixed row
