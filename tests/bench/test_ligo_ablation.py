@@ -91,9 +91,9 @@ def test_grown_needs_results_of_the_same_recipe(tmp_path):
                        "--growth_results", str(tmp_path / "growth.json")])
 
 
-def test_grown_savings_trains_the_operators_model_to_the_goal_and_counts_its_flops(tmp_path, monkeypatch):
-    """--grown: the `ligo` row's command on the variant's operator, stopping at scratch's final
-    loss; savings as the growth benchmark computes them (the curve starts at the operator's FLOPs)."""
+def _fake_pretrain(monkeypatch, points) -> list:
+    """ligo.pretrain.main replaced by one that writes these (step, flops, eval loss) points as
+    the run's metrics; returns the list the argvs it is called with go to."""
     import ligo.pretrain
 
     seen = []
@@ -104,9 +104,16 @@ def test_grown_savings_trains_the_operators_model_to_the_goal_and_counts_its_flo
         out.mkdir(parents=True)
         (out / "metrics.jsonl").write_text("".join(json.dumps(
             {"split": "eval", "step": step, "tokens": 1, "flops": flops, "train_seconds": 1.0, "loss": loss})
-            + "\n" for step, flops, loss in ((40, 30.0, 5.0), (80, 50.0, 4.0))))
+            + "\n" for step, flops, loss in points))
 
     monkeypatch.setattr(ligo.pretrain, "main", fake_pretrain)
+    return seen
+
+
+def test_grown_savings_trains_the_operators_model_to_the_goal_and_counts_its_flops(tmp_path, monkeypatch):
+    """--grown: the `ligo` row's command on the variant's operator, stopping at scratch's final
+    loss; savings as the growth benchmark computes them (the curve starts at the operator's FLOPs)."""
+    seen = _fake_pretrain(monkeypatch, ((40, 30.0, 5.0), (80, 50.0, 4.0)))
     args = type("Args", (), {"preset": "gpt2", "train_files": ["corpus"], "cache_dir": "cache",
                              "eval_max_batches": 8, "bf16": "true", "position_init": None,
                              "tokenizer_path": None, "seed": 1})
@@ -176,19 +183,7 @@ def test_a_fixed_row_rerun_is_the_growth_row_with_its_split_redrawn(tmp_path, mo
     """--fixed_row_reruns: the growth benchmark's own command for the row (same seed, so the
     same data order, same recipe, stopping at the goal) plus --growth_seed K, its savings by the
     benchmark's arithmetic."""
-    import ligo.pretrain
-
-    seen = []
-
-    def fake_pretrain(argv):
-        seen.append(argv)
-        out = Path(argv[argv.index("--output_dir") + 1])
-        out.mkdir(parents=True)
-        (out / "metrics.jsonl").write_text("".join(json.dumps(
-            {"split": "eval", "step": step, "tokens": 1, "flops": flops, "train_seconds": 1.0, "loss": loss})
-            + "\n" for step, flops, loss in ((40, 20.0, 5.0), (80, 40.0, 4.5))))
-
-    monkeypatch.setattr(ligo.pretrain, "main", fake_pretrain)
+    seen = _fake_pretrain(monkeypatch, ((40, 20.0, 5.0), (80, 40.0, 4.5)))
     args = type("Args", (), {"preset": "bert", "train_files": ["corpus"], "cache_dir": "cache",
                              "eval_max_batches": 8, "bf16": "true", "position_init": None,
                              "tokenizer_path": None, "seed": 6, "workdir": str(tmp_path),
