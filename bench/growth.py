@@ -138,10 +138,10 @@ CORE_METHODS = ("scratch", "small", "stack", "bert2bert", "ligo")
 # the (depth, width) operators of the fixed rows (`double` is net2net where the target is not
 # an exact doubling of the source)
 FIXED_GROWTH = {"stack": ("stack", "bert2bert_fpi"), "interpolate": ("interpolate", "bert2bert_fpi"),
-                "bert2bert": ("stack", "bert2bert_aki"), "zero": ("stack", "zero"), "msg": ("msg", "msg"),
-                "double": ("stack", "double")}
+                "bert2bert": ("stack", "bert2bert_aki"), "double": ("stack", "double"),
+                "zero": ("stack", "zero"), "msg": ("msg", "msg")}
 # the fixed (not learned) operators a LiGO row is compared with, seed by seed
-FIXED_OPERATORS = ("stack", "interpolate", "bert2bert", "double", "zero", "msg")
+FIXED_OPERATORS = tuple(FIXED_GROWTH)
 # scratch must end at least this far below the eval set's unigram line, or nothing was learned
 # beyond token frequencies and no savings figure means anything ("regime": "plateau")
 REGIME_MARGIN = 1.0
