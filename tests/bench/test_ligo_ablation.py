@@ -182,21 +182,20 @@ def test_the_depth_only_variant_and_the_no_operator_control_train_what_they_say(
 def test_the_paper_variants_change_only_what_they_name(tmp_path):
     """Operator LR, warmup, steps, full width, untied: each on the paper's init, the rest the
     preset's operator run (LR 1e-3, 10 % warmup, 100 steps, structured tied expansions)."""
-    preset, paper = _parse_operator_run(tmp_path, "bert", ablation.variant_flags("paper", 0.5))
-    assert (preset.learning_rate, preset.warmup_steps, preset.max_steps) == (1e-3, None, 100)
-    base = paper.options()
-    assert (base.width_form, base.tie, base.depth_init, base.width_init) == (
-        "structured", True, "stackbert_noisy", "rand")
-    changed = {}
-    for name in ("paper_lr1e-2", "paper_warmup0", "paper_500steps", "paper_full", "paper_untied"):
+    def settings(name: str) -> dict:
         training, options = _parse_operator_run(tmp_path, "bert", ablation.variant_flags(name, 0.5))
         learned = options.options()
         assert (learned.depth_init, learned.width_init) == ("stackbert_noisy", "rand")
-        changed[name] = {key: value for key, value in (
-            ("learning_rate", training.learning_rate), ("warmup_steps", training.warmup_steps),
-            ("max_steps", training.max_steps), ("width_form", learned.width_form), ("tie", learned.tie))
-            if value != {"learning_rate": 1e-3, "warmup_steps": None, "max_steps": 100,
-                         "width_form": "structured", "tie": True}[key]}
+        return {"learning_rate": training.learning_rate, "warmup_steps": training.warmup_steps,
+                "max_steps": training.max_steps, "width_form": learned.width_form, "tie": learned.tie}
+
+    preset, _ = _parse_operator_run(tmp_path, "bert", [])
+    assert (preset.learning_rate, preset.warmup_steps, preset.max_steps) == (1e-3, None, 100)
+    paper = settings("paper")
+    assert paper == {"learning_rate": 1e-3, "warmup_steps": None, "max_steps": 100,
+                     "width_form": "structured", "tie": True}
+    changed = {name: {key: value for key, value in settings(name).items() if value != paper[key]}
+               for name in ("paper_lr1e-2", "paper_warmup0", "paper_500steps", "paper_full", "paper_untied")}
     assert changed == {"paper_lr1e-2": {"learning_rate": 1e-2}, "paper_warmup0": {"warmup_steps": 0},
                        "paper_500steps": {"max_steps": 500}, "paper_full": {"width_form": "full"},
                        "paper_untied": {"tie": False}}
