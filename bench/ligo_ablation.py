@@ -98,6 +98,8 @@ VARIANTS = {
                       ["--fuse_init_scheme", "stackbert_noisy", "rand", "--warmup_steps", "0"]),
     "paper_full": ("stackbert_noisy rand, full D2 x D1 width matrices",
                    ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full"]),
+    "paper_full_batch8": ("stackbert_noisy rand, full D2 x D1 width matrices, 100 operator steps of 8 sequences",
+                          ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full", *_batch(8)]),
     "paper_untied": ("stackbert_noisy rand, untied expansions",
                      ["--fuse_init_scheme", "stackbert_noisy", "rand", "--no_fuse_tie_param"]),
 }
