@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ligo_learning_rate", type=float, default=1e-3)
     parser.add_argument("--width_split_noise", type=float, default=growth.SPLIT_NOISE,
                         help="stack/bert2bert: as bench/growth.py's flag")
+    parser.add_argument("--ligo_width_form", choices=growth.LIGO_WIDTH_FORMS, default=growth.LIGO_WIDTH_FORM,
+                        help="the LiGO rows' width matrices: as bench/growth.py's flag")
     parser.add_argument("--eval_max_batches", type=int, default=8)  # as bench/growth.py: its eval set
     growth.add_bf16_argument(parser)
     parser.add_argument("--output", default="out/grown_recipe.json")
@@ -123,6 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
                 label, operator = f"{method}-{args.ligo_steps}steps", f"{method}_operator_{args.ligo_steps}steps"
             if method in growth.COPYING_ROWS and args.width_split_noise:
                 label = f"{method}-split{args.width_split_noise:g}"  # rows before it: plain copies
+            if method.startswith("ligo") and args.ligo_width_form == "full":
+                label += "-full"  # rows before the flag: structured width matrices
             print(f"=== {label}, after-growth recipe {name}", flush=True)
             out = seed_dir / "recipes" / name / label
             growth.run_method(method, args, seed_dir, seed_dir / "small", goal, seed=args.seed,

@@ -118,6 +118,10 @@ LIGO_INITS = {"ligo": ["--fuse_init_scheme", "stackbert_noisy", "rand"],
               "ligo_from_bert2bert": ["--init_from_operator", "stack", "bert2bert_aki"]}
 # LiGO (the `ligo` row's operator, shared) trained on with compute-saving drops afterwards
 DROP_ROWS = ("ligo_layer_drop", "ligo_token_drop")
+# the LiGO operators' width matrices (--ligo_width_form): ligo's default; results files from
+# before the flag ran the official code's structured form
+LIGO_WIDTH_FORMS = ("full", "structured")
+LIGO_WIDTH_FORM, LIGO_WIDTH_FORM_BEFORE_THE_FLAG = "full", "structured"
 REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", "msg", *LIGO_INITS,
          *DROP_ROWS}  # grown from `small`
 # settings of single rows: files merge whatever these are, unless both ran the row
@@ -127,7 +131,8 @@ COPYING_ROWS = ("stack", "interpolate", "bert2bert", "double")
 FROM_COPYING_ROWS = ("ligo_from_stack", "ligo_from_bert2bert")
 ROW_SETTINGS = {"width_split_noise": COPYING_ROWS, "from_operator_split_noise": FROM_COPYING_ROWS,
                 "msg_ramp_steps": ("msg",), "layer_drop": ("ligo_layer_drop",),
-                "layer_drop_ramp_steps": ("ligo_layer_drop",), "token_drop": ("ligo_token_drop",)}
+                "layer_drop_ramp_steps": ("ligo_layer_drop",), "token_drop": ("ligo_token_drop",),
+                "ligo_width_form": (*LIGO_INITS, *DROP_ROWS)}
 # the runs that start from a fresh model (their --position_init is the preset's); every other
 # row grows `small` and keeps its position table
 FROM_SCRATCH = ("scratch", "small", "progressive", "pli", "staged")
@@ -388,7 +393,9 @@ def operator_flags(args, seed: int, out: Path, small_dir: Path, method: str = "l
         "--config_name", _config_path(recipe(args)["target"]), "--source_model_path",
         str(small_dir), "--tune_width", "--tune_depth", "--max_steps", steps,
         "--learning_rate", str(args.ligo_learning_rate), "--eval_steps", steps,
-        "--logging_steps", steps]
+        "--logging_steps", steps,
+        # named, not left to ligo's default: a finished operator of the other form is not reused
+        "--width_form", getattr(args, "ligo_width_form", LIGO_WIDTH_FORM)]
 
 
 def _config_path(name: str) -> str:
@@ -562,6 +569,7 @@ def merge(files: list[Path]) -> dict:
         results["setup"].setdefault("width_split_noise", 0.0)  # ... and before this one
         results["setup"].setdefault("from_operator_split_noise", 0.0)  # ... and this one
         results["setup"].setdefault("eval_batch_size", 64)  # ligo's default, before the flag
+        results["setup"].setdefault("ligo_width_form", LIGO_WIDTH_FORM_BEFORE_THE_FLAG)
     first = loaded[0]
     ignore = ("seeds", "quick", "ligo_steps", *ROW_SETTINGS)
     for other, name in zip(loaded[1:], files[1:], strict=True):
@@ -706,7 +714,8 @@ def markdown(results: dict) -> str:
                  f"(warmup {setup['grown_warmup_steps']}"
                  + (f", schedule over {setup['grown_steps']} steps"
                     if setup.get("grown_steps", setup["steps"]) != setup["steps"] else "")
-                 + f"), LiGO {_ligo_steps_text(setup['ligo_steps'])} operator steps"
+                 + f"), LiGO {_ligo_steps_text(setup['ligo_steps'])} operator steps of "
+                 + setup.get("ligo_width_form", LIGO_WIDTH_FORM_BEFORE_THE_FLAG) + " width matrices"
                  + (f", masking {setup['mlm_probability']:.0%}" if "mlm_probability" in setup else "")
                  + (f", the fixed width operators' copies split their shares (--width_split_noise "
                     f"{setup['width_split_noise']:g})" if setup.get("width_split_noise") else
@@ -1064,6 +1073,10 @@ def main(argv: list[str] | None = None) -> dict:
                         help="operator steps of every LiGO row (N) and of named rows "
                              "(e.g. 100 ligo_from_bert2bert=25)")
     parser.add_argument("--ligo_learning_rate", type=float, default=1e-3)
+    parser.add_argument("--ligo_width_form", choices=LIGO_WIDTH_FORMS, default=LIGO_WIDTH_FORM,
+                        help="the LiGO rows' width matrices: full (the paper's D2 x D1, ligo's "
+                             "default) or structured (the official code's: the source's rows "
+                             "fixed, only the new ones learned)")
     parser.add_argument("--msg_ramp_steps", type=int, default=100, help="the msg row's mask ramp")
     parser.add_argument("--width_split_noise", type=float, default=SPLIT_NOISE,
                         help="rows whose width operator copies units (stack, interpolate, "
@@ -1197,6 +1210,7 @@ def main(argv: list[str] | None = None) -> dict:
                   "grown_learning_rate": r["grown_lr"], "grown_warmup_steps": r["grown_warmup"],
                   "grown_steps": r["grown_steps"],
                   "ligo_steps": args.ligo_steps, "ligo_learning_rate": args.ligo_learning_rate,
+                  "ligo_width_form": args.ligo_width_form,
                   "width_split_noise": args.width_split_noise,
                   "from_operator_split_noise": args.width_split_noise,
                   "msg_ramp_steps": args.msg_ramp_steps, "layer_drop": args.layer_drop,

@@ -52,6 +52,9 @@ def _batch(sequences: int) -> list[str]:
     return ["--per_device_train_batch_size", str(sequences)]
 
 
+# every variant changes one thing of the official code's operator, structured width matrices
+# (as every committed ablation ran; ligo's default is now full, the paper_full* variants' form)
+VARIANTS_WIDTH_FORM = "structured"
 # name: (what it is, the operator run's extra flags)
 VARIANTS = {
     "paper": ("stackbert_noisy rand (the paper's setting)", ["--fuse_init_scheme", "stackbert_noisy", "rand"]),
@@ -193,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "warmup_steps", "grown_learning_rate", "grown_warmup_steps", "eval_steps",
                  "batch_size", "block_size"):
         setattr(args, name, None)  # growth.recipe(): the preset's own recipe, no overrides
+    args.ligo_width_form = VARIANTS_WIDTH_FORM  # growth.operator_flags' form; a variant may name another
     if args.width_split_noise < 0:
         raise SystemExit(f"error: --width_split_noise {args.width_split_noise}: must be >= 0")
     if args.ligo_steps < 1:

@@ -59,7 +59,8 @@ def measure(args) -> dict:
         loss_module, trained = LanguageModelingLoss(model, family), model
     else:
         small = family.build_class()(small_config)
-        operator = LiGO(small.state_dict(), small_config, large_config, LiGOOptions()).to(device)
+        operator = LiGO(small.state_dict(), small_config, large_config,
+                        LiGOOptions(width_form=args.width_form)).to(device)
         del small
         loss_module, trained = LiGOLoss(operator, device), operator
     optimizer = build_optimizer(trained, 1e-4, 0.01, (0.9, 0.98), 1e-6)
@@ -94,6 +95,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=("bf16", "fp32"),
                         default="bf16" if native_bfloat16() else "fp32",
                         help="default: bf16 where the CPU has bf16 instructions (ligo.precision)")
+    parser.add_argument("--width_form", choices=("full", "structured"), default="full",
+                        help="the operator's width matrices (ligo's default: full)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "ligo_step.json"))
@@ -117,6 +120,7 @@ def main() -> None:
                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
         "source": Path(args.source).name, "target": Path(args.target).name,
         "batch_size": args.batch_size, "seq_len": args.seq_len, "precision": args.precision,
+        "width_form": args.width_form,
         "timed_steps": args.steps, "large_step": large, "operator_step": op,
         "time_ratio_operator_over_large": op["seconds_per_step"] / large["seconds_per_step"],
         "peak_memory_ratio_operator_over_large": op["peak_memory_bytes"] / large["peak_memory_bytes"],

@@ -545,9 +545,9 @@ class LiGOArguments:
     fuse_init_noise: float = 0.03
     no_fuse_tie_param: bool = field(default=False, metadata={
         "help": "an expansion per module axis instead of the paper's tying"})
-    width_form: str = field(default="structured", metadata={
-        "help": "structured (first D1 rows identity, new rows learned; official code) or full "
-                "(the paper's D2 x D1 matrices)"})
+    width_form: str = field(default="full", metadata={
+        "help": "full (the paper's D2 x D1 matrices, every row learned) or structured (first D1 "
+                "rows fixed to the identity, only the new rows learned: the official code's)"})
     tune_residual: bool = False
     tune_residual_noise: float = 0.01
     tune_small_model: bool = False

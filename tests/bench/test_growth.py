@@ -575,6 +575,44 @@ def test_merge_compares_operator_steps_only_for_the_ligo_rows_both_files_ran(tmp
     assert growth.merge([ligo_file(7, 100, ["ligo"]), ligo_only])["setup"]["ligo_steps"] == {"default": 100}
 
 
+def test_the_ligo_rows_name_their_width_form_and_files_of_two_forms_do_not_merge(tmp_path):
+    """Each LiGO operator's command names its width form (ligo's default, full, unless
+    --ligo_width_form), so an operator of the other form is not reused; files from before the
+    flag ran the structured form and merge only with files of that form."""
+    from ligo.config import DataArguments, LiGOArguments, ModelArguments, TrainingArguments, parse_args
+
+    values = {"preset": "gpt2", "train_files": ["corpus"], "cache_dir": "cache", "eval_max_batches": 8,
+              "bf16": "true", "position_init": None, "tokenizer_path": None, "width_split_noise": 0.5,
+              "ligo_steps": {"default": 100}, "ligo_learning_rate": 1e-3}
+
+    def form(args, init="ligo") -> str:
+        argv = growth.operator_argv(args, 1, tmp_path / "op", tmp_path / "small", init)
+        groups = (ModelArguments, DataArguments, TrainingArguments, LiGOArguments)
+        return parse_args(groups, argv)[3].options().width_form
+
+    assert {form(type("Args", (), values), init) for init in growth.LIGO_INITS} == {"full"}
+    assert LiGOArguments(source_model_path="small").width_form == "full"
+    assert form(type("Args", (), {**values, "ligo_width_form": "structured"})) == "structured"
+
+    def ligo_file(seed, width_form, rows=("ligo",)):
+        results = seed_results(seed, 5.0, 80)
+        for row in rows:
+            results["seeds"][str(seed)]["runs"][row] = results["seeds"][str(seed)]["runs"]["stack"]
+        if width_form:
+            results["setup"]["ligo_width_form"] = width_form
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps(results))
+        return path
+
+    before_the_flag, full = ligo_file(4, None), ligo_file(5, "full")
+    with pytest.raises(SystemExit, match="ligo_width_form full, .*seed4.json with structured"):
+        growth.merge([before_the_flag, full])
+    merged = growth.merge([ligo_file(6, None, rows=()), full])  # seed 6 ran no LiGO row
+    assert merged["setup"]["ligo_width_form"] == "full"
+    assert "operator steps of full width matrices" in growth.markdown(merged)
+    assert "of structured width matrices" in growth.markdown(growth.merge([before_the_flag]))
+
+
 def test_the_double_row_copies_at_random_where_the_target_is_no_exact_doubling():
     values = {"train_files": ["corpus"], "cache_dir": "cache", "eval_max_batches": 8, "bf16": "true",
               "position_init": None, "tokenizer_path": None, "width_split_noise": 0.0}

@@ -135,7 +135,7 @@ def _parse_operator_run(tmp_path, preset: str, extra: list[str]):
 
     args = type("Args", (), {"preset": preset, "train_files": ["corpus"], "cache_dir": "cache",
                              "eval_max_batches": 8, "bf16": "true", "ligo_steps": 100,
-                             "ligo_learning_rate": 1e-3})
+                             "ligo_learning_rate": 1e-3, "ligo_width_form": ablation.VARIANTS_WIDTH_FORM})
     base = ablation.growth.operator_flags(args, 1, tmp_path / "op", tmp_path / "small")
     _, _, training, options = parse_args((ModelArguments, DataArguments, TrainingArguments, LiGOArguments),
                                          base + extra)
@@ -204,6 +204,30 @@ def test_the_paper_variants_change_only_what_they_name(tmp_path):
                        "paper_full_batch8": {"width_form": "full", "batch": 8}}
     for name in ablation.VARIANTS:  # every variant's flags are ones the operator run accepts
         _parse_operator_run(tmp_path, "bert", ablation.variant_flags(name, 0.5))
+
+
+def test_the_variants_change_the_official_structured_operator_unless_they_name_a_form(tmp_path, monkeypatch):
+    """ligo's default width form is full; each variant (and every committed ablation) is one
+    change of the official code's structured operator, the paper_full* ones name full."""
+    from ligo.config import DataArguments, LiGOArguments, ModelArguments, TrainingArguments, parse_args
+
+    operator_runs = {}
+
+    def fake_grow(argv):
+        operator_runs[Path(argv[argv.index("--output_dir") + 1]).name] = argv
+        return dict.fromkeys(("flops", "train_seconds", "step", "source_eval_loss",
+                              "fixed_operator_eval_loss", "init_eval_loss", "eval_loss"), 1.0)
+
+    monkeypatch.setattr("ligo.grow_train.main", fake_grow)
+    source = tmp_path / "small"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    ablation.main(["--preset", "bert", "--source_run", str(source), "--variants", "paper", "paper_full",
+                   "from_double", "--workdir", str(tmp_path / "work"), "--output", str(tmp_path / "r.json")])
+    groups = (ModelArguments, DataArguments, TrainingArguments, LiGOArguments)
+    forms = {name: parse_args(groups, argv)[3].options().width_form for name, argv in operator_runs.items()}
+    assert forms == {"paper": "structured", "paper_full": "full", "from_double": "structured"}
+    assert LiGOArguments(source_model_path="small").width_form == "full"
 
 
 def test_a_fixed_row_rerun_is_the_growth_row_with_its_split_redrawn(tmp_path, monkeypatch):

@@ -172,7 +172,7 @@ def test_gradients_reach_only_the_operator_parameters(family):
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-@pytest.mark.parametrize("options", [LiGOOptions(), LiGOOptions(tie=False, width_form="full"),
+@pytest.mark.parametrize("options", [LiGOOptions(width_form="structured"), LiGOOptions(tie=False),
                                      LiGOOptions(tune_residual=True, depth_init="rand",
                                                  width_init="sel_noisy")])
 def test_materialised_model_loss_equals_the_functional_loss(family, options):
