@@ -29,6 +29,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from ligo.operators.learned import WIDTH_FORMS, LiGOOptions  # noqa: E402
 from ligo.precision import native_bfloat16  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def measure(args) -> dict:
     """One kind of step, in this process."""
     from ligo.families import family_of
     from ligo.models import load_config
-    from ligo.operators.learned import LiGO, LiGOOptions
+    from ligo.operators.learned import LiGO
     from ligo.train.growth import LiGOLoss
     from ligo.train.objective import LanguageModelingLoss
     from ligo.train.optim import build_optimizer
@@ -95,8 +96,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=("bf16", "fp32"),
                         default="bf16" if native_bfloat16() else "fp32",
                         help="default: bf16 where the CPU has bf16 instructions (ligo.precision)")
-    parser.add_argument("--width_form", choices=("full", "structured"), default="full",
-                        help="the operator's width matrices (ligo's default: full)")
+    parser.add_argument("--width_form", choices=WIDTH_FORMS, default=LiGOOptions.width_form,
+                        help="the operator's width matrices (default: ligo's)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "ligo_step.json"))
