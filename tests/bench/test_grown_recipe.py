@@ -64,3 +64,34 @@ def test_grown_steps_sets_only_the_grown_runs_schedule(tmp_path, monkeypatch):
     assert growth.recipe(args)["grown_steps"] == 800  # the preset's (its committed recipe)
     args.preset = "llama"
     assert growth.recipe(args)["grown_steps"] == 1200  # none in the preset: scratch's schedule
+
+
+def test_a_full_width_ligo_row_is_a_row_of_its_own_beside_the_structured_ones(tmp_path, monkeypatch):
+    """LiGO rows of the default full width form are labelled `-full` (the plain labels of an
+    existing report ran structured, before --ligo_width_form), and the operator gets the form."""
+    import json
+
+    growth = recipes.growth
+    seed_dir = tmp_path / "gpt2-seed1"
+    for run in ("scratch", "small"):
+        (seed_dir / run).mkdir(parents=True)
+        (seed_dir / run / "results.json").write_text("{}")
+    (seed_dir / "scratch" / "metrics.jsonl").write_text(json.dumps(
+        {"split": "eval", "step": 40, "tokens": 1, "flops": 100.0, "loss": 4.5}) + "\n")
+    operators = {}
+
+    def fake_run(method, args, work, small_dir, goal=None, *, out, operator_dir, **_):
+        if method.startswith("ligo"):
+            operators[out.name] = growth.operator_argv(args, 1, operator_dir, small_dir, method)
+        out.mkdir(parents=True)
+        (out / "metrics.jsonl").write_text(json.dumps(
+            {"split": "eval", "step": 40, "tokens": 1, "flops": 50.0, "loss": 4.4}) + "\n")
+
+    monkeypatch.setattr(growth, "run_method", fake_run)
+    base = ["--seed_dir", str(seed_dir), "--recipes", "2e-3:40", "--methods", "stack", "ligo"]
+    report = recipes.main(base + ["--output", str(tmp_path / "a.json")])
+    assert set(report["recipes"]["lr0.002-warmup40"]["methods"]) == {"stack-split0.5", "ligo-full"}
+    recipes.main(base + ["--methods", "ligo", "--ligo_width_form", "structured",
+                         "--output", str(tmp_path / "b.json")])
+    forms = {label: argv[argv.index("--width_form") + 1] for label, argv in operators.items()}
+    assert forms == {"ligo-full": "full", "ligo": "structured"}
