@@ -69,7 +69,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))  # the shared helpers of bench/throughput.py
 from reports import command_line, write_json  # noqa: E402 - bench/reports.py
 
-from ligo.config import POSITION_INITS  # noqa: E402 - argument choices only, no torch
+from ligo.config import LIGO_WIDTH_FORM, LIGO_WIDTH_FORMS, POSITION_INITS  # noqa: E402 - argument choices only, no torch
 
 SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -118,10 +118,9 @@ LIGO_INITS = {"ligo": ["--fuse_init_scheme", "stackbert_noisy", "rand"],
               "ligo_from_bert2bert": ["--init_from_operator", "stack", "bert2bert_aki"]}
 # LiGO (the `ligo` row's operator, shared) trained on with compute-saving drops afterwards
 DROP_ROWS = ("ligo_layer_drop", "ligo_token_drop")
-# the LiGO operators' width matrices (--ligo_width_form): ligo's default; results files from
+# the LiGO operators' width matrices (--ligo_width_form, default ligo's); results files from
 # before the flag ran the official code's structured form
-LIGO_WIDTH_FORMS = ("full", "structured")
-LIGO_WIDTH_FORM, LIGO_WIDTH_FORM_BEFORE_THE_FLAG = "full", "structured"
+LIGO_WIDTH_FORM_BEFORE_THE_FLAG = "structured"
 REUSE = {"stack", "interpolate", "bert2bert", "double", "zero", "msg", *LIGO_INITS,
          *DROP_ROWS}  # grown from `small`
 # settings of single rows: files merge whatever these are, unless both ran the row

@@ -112,6 +112,11 @@ def check_ranges(arguments) -> None:
 
 
 POSITION_INITS = ("random", "sinusoidal")
+# LiGO's width matrices: full D2 x D1 (the paper's, the default: ahead of the official code's
+# structured form, source units fixed and only the new rows learned, on all 7 benchmark seeds).
+# Here, without torch, so the benchmark scripts' --table and --merge can name them.
+LIGO_WIDTH_FORMS = ("full", "structured")
+LIGO_WIDTH_FORM = "full"
 
 
 @dataclass
@@ -545,7 +550,7 @@ class LiGOArguments:
     fuse_init_noise: float = 0.03
     no_fuse_tie_param: bool = field(default=False, metadata={
         "help": "an expansion per module axis instead of the paper's tying"})
-    width_form: str = field(default="full", metadata={
+    width_form: str = field(default=LIGO_WIDTH_FORM, metadata={
         "help": "full (the paper's D2 x D1 matrices, every row learned) or structured (first D1 "
                 "rows fixed to the identity, only the new rows learned: the official code's)"})
     tune_residual: bool = False
