@@ -87,6 +87,8 @@ VARIANTS = {
                       ["--fuse_init_scheme", "stackbert_noisy", "rand", *_steps(25)]),
     "paper_500steps": ("stackbert_noisy rand, 500 operator steps (the paper's second setting)",
                        ["--fuse_init_scheme", "stackbert_noisy", "rand", *_steps(500)]),
+    "paper_1000steps": ("stackbert_noisy rand, 1,000 operator steps (the paper's third setting)",
+                        ["--fuse_init_scheme", "stackbert_noisy", "rand", *_steps(1000)]),
     "paper_batch8": ("stackbert_noisy rand, 100 operator steps of 8 sequences (a quarter of the FLOPs)",
                      ["--fuse_init_scheme", "stackbert_noisy", "rand", *_batch(8)]),
     "from_bert2bert_batch8": ("init = stack + bert2bert_aki exactly, 100 operator steps of 8 sequences",
@@ -103,6 +105,10 @@ VARIANTS = {
                    ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full"]),
     "paper_full_batch8": ("stackbert_noisy rand, full D2 x D1 width matrices, 100 operator steps of 8 sequences",
                           ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full", *_batch(8)]),
+    "paper_full_residual": (
+        "stackbert_noisy rand, full D2 x D1 width matrices and a learned residual on every generated "
+        "weight (the official code's --tune_residual: full-rank, trained beside the expansions)",
+        ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full", "--tune_residual"]),
     "paper_untied": ("stackbert_noisy rand, untied expansions",
                      ["--fuse_init_scheme", "stackbert_noisy", "rand", "--no_fuse_tie_param"]),
 }

@@ -180,28 +180,33 @@ def test_the_depth_only_variant_and_the_no_operator_control_train_what_they_say(
 
 
 def test_the_paper_variants_change_only_what_they_name(tmp_path):
-    """Operator LR, warmup, steps, full width, untied: each on the paper's init, the rest the
-    preset's operator run (LR 1e-3, 10 % warmup, 100 steps, structured tied expansions)."""
+    """Operator LR, warmup, steps, full width, untied, a learned residual: each on the paper's
+    init, the rest the preset's operator run (LR 1e-3, 10 % warmup, 100 steps, structured tied
+    expansions, no residual)."""
     def settings(name: str) -> dict:
         training, options = _parse_operator_run(tmp_path, "bert", ablation.variant_flags(name, 0.5))
         learned = options.options()
         assert (learned.depth_init, learned.width_init) == ("stackbert_noisy", "rand")
         return {"learning_rate": training.learning_rate, "warmup_steps": training.warmup_steps,
                 "max_steps": training.max_steps, "width_form": learned.width_form, "tie": learned.tie,
-                "batch": training.per_device_train_batch_size}
+                "batch": training.per_device_train_batch_size, "residual": learned.tune_residual,
+                "residual_noise": learned.residual_noise}
 
     preset, _ = _parse_operator_run(tmp_path, "bert", [])
     assert (preset.learning_rate, preset.warmup_steps, preset.max_steps) == (1e-3, None, 100)
     paper = settings("paper")
     assert paper == {"learning_rate": 1e-3, "warmup_steps": None, "max_steps": 100,
-                     "width_form": "structured", "tie": True, "batch": 32}
+                     "width_form": "structured", "tie": True, "batch": 32, "residual": False,
+                     "residual_noise": 0.01}
     changed = {name: {key: value for key, value in settings(name).items() if value != paper[key]}
-               for name in ("paper_lr1e-2", "paper_warmup0", "paper_500steps", "paper_full", "paper_untied",
-                            "paper_batch8", "paper_full_batch8")}
+               for name in ("paper_lr1e-2", "paper_warmup0", "paper_500steps", "paper_1000steps", "paper_full",
+                            "paper_untied", "paper_batch8", "paper_full_batch8", "paper_full_residual")}
     assert changed == {"paper_lr1e-2": {"learning_rate": 1e-2}, "paper_warmup0": {"warmup_steps": 0},
-                       "paper_500steps": {"max_steps": 500}, "paper_full": {"width_form": "full"},
+                       "paper_500steps": {"max_steps": 500}, "paper_1000steps": {"max_steps": 1000},
+                       "paper_full": {"width_form": "full"},
                        "paper_untied": {"tie": False}, "paper_batch8": {"batch": 8},
-                       "paper_full_batch8": {"width_form": "full", "batch": 8}}
+                       "paper_full_batch8": {"width_form": "full", "batch": 8},
+                       "paper_full_residual": {"width_form": "full", "residual": True}}
     for name in ablation.VARIANTS:  # every variant's flags are ones the operator run accepts
         _parse_operator_run(tmp_path, "bert", ablation.variant_flags(name, 0.5))
 
