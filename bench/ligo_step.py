@@ -29,8 +29,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from ligo.config import LIGO_WIDTH_FORMS  # noqa: E402
-from ligo.operators.learned import LiGOOptions  # noqa: E402
+from ligo.operators.learned import WIDTH_FORMS, LiGOOptions  # noqa: E402
 from ligo.precision import native_bfloat16  # noqa: E402
 
 
@@ -97,7 +96,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=("bf16", "fp32"),
                         default="bf16" if native_bfloat16() else "fp32",
                         help="default: bf16 where the CPU has bf16 instructions (ligo.precision)")
-    parser.add_argument("--width_form", choices=LIGO_WIDTH_FORMS, default=LiGOOptions.width_form,
+    parser.add_argument("--width_form", choices=WIDTH_FORMS, default=LiGOOptions.width_form,
                         help="the operator's width matrices (default: ligo's)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)

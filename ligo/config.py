@@ -112,9 +112,8 @@ def check_ranges(arguments) -> None:
 
 
 POSITION_INITS = ("random", "sinusoidal")
-# LiGO's width matrices: full D2 x D1 (the paper's, the default: ahead of the official code's
-# structured form, source units fixed and only the new rows learned, on all 7 benchmark seeds).
-# Here, without torch, so the benchmark scripts' --table and --merge can name them.
+# LiGO's width matrices (ligo.operators.learned's WIDTH_FORMS and default, which a test keeps
+# equal to these): here without torch, so the benchmark scripts' --table and --merge can name them
 LIGO_WIDTH_FORMS = ("full", "structured")
 LIGO_WIDTH_FORM = "full"
 

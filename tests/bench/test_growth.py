@@ -592,6 +592,10 @@ def test_the_ligo_rows_name_their_width_form_and_files_of_two_forms_do_not_merge
 
     assert {form(type("Args", (), values), init) for init in growth.LIGO_INITS} == {"full"}
     assert LiGOArguments(source_model_path="small").width_form == "full"
+    # ligo.config's torch-free copy of the forms (growth.py's choices) is the operator's own
+    from ligo.config import LIGO_WIDTH_FORM, LIGO_WIDTH_FORMS
+    from ligo.operators.learned import WIDTH_FORMS, LiGOOptions
+    assert (LIGO_WIDTH_FORMS, LIGO_WIDTH_FORM) == (WIDTH_FORMS, LiGOOptions().width_form)
     assert form(type("Args", (), {**values, "ligo_width_form": "structured"})) == "structured"
 
     def ligo_file(seed, width_form, rows=("ligo",)):
