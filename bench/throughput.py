@@ -54,16 +54,32 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int = 5) -> float:
-    """FLOP/s of the fastest square matmul of `dtype` over a few sizes (best of `repeats`)."""
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs behind the Python that launches it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, sizes: tuple[int, ...] | None = None,
+                repeats: int = 5) -> float:
+    """FLOP/s of the fastest square matmul of `dtype` on `device` over a few sizes (best of
+    `repeats`); a GPU needs larger products than a CPU to reach its peak."""
+    sizes = sizes or ((4096, 8192) if device.type == "cuda" else (1024, 2048, 4096))
     best_rate = 0.0
     for size in sizes:
-        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a = torch.randn(size, size, dtype=dtype, device=device)
+        b = torch.randn(size, size, dtype=dtype, device=device)
         a @ b  # warm-up: kernel selection, page faults
         best = float("inf")
         for _ in range(repeats):
+            synchronize(device)
             start = time.perf_counter()
             a @ b
+            synchronize(device)
             best = min(best, time.perf_counter() - start)
         best_rate = max(best_rate, 2 * size**3 / best)
     return best_rate
@@ -93,7 +109,8 @@ def ligo_tokens_per_s(family: str, precision: str, compiled: bool, args, workdir
             "flops_per_token": json.loads((out / "results.json").read_text())["flops_per_token"]}
 
 
-def hf_tokens_per_s(family_name: str, precision: str, args, workdir: Path) -> float:
+def hf_tokens_per_s(family_name: str, precision: str, args, workdir: Path,
+                    device: torch.device) -> float:
     """tokens/s of `transformers.Trainer` on the blocks ligo's token cache holds (the same
     text, tokenizer and block layout), with the usual collator for the objective."""
     from transformers import (
@@ -140,6 +157,7 @@ def hf_tokens_per_s(family_name: str, precision: str, args, workdir: Path) -> fl
             self.marks: list[float] = []
 
         def on_step_end(self, training_args, state, control, **kwargs):
+            synchronize(device)
             self.marks.append(time.perf_counter())
 
     timer = Timer()
@@ -148,7 +166,7 @@ def hf_tokens_per_s(family_name: str, precision: str, args, workdir: Path) -> fl
         max_steps=args.warmup + args.steps, learning_rate=2e-4,
         warmup_steps=min(10, args.warmup + args.steps),
         weight_decay=0.01, adam_beta2=0.98, adam_epsilon=1e-6, max_grad_norm=1.0,
-        bf16=precision == "bf16", use_cpu=True, optim="adamw_torch_fused",
+        bf16=precision == "bf16", use_cpu=device.type == "cpu", optim="adamw_torch_fused",
         report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
         dataloader_num_workers=0, seed=0)
     # packed blocks, never padded: causal LM needs no collator beyond stacking
@@ -159,7 +177,7 @@ def hf_tokens_per_s(family_name: str, precision: str, args, workdir: Path) -> fl
     return args.steps * args.batch_size * args.seq_len / seconds
 
 
-def measure(args, workdir: Path) -> list[dict]:
+def measure(args, workdir: Path, device: torch.device) -> list[dict]:
     """One row per (family, precision, loop)."""
     rows = []
     for precision in args.precisions:
@@ -172,7 +190,7 @@ def measure(args, workdir: Path) -> list[dict]:
                 rows.append({"family": family, "precision": precision, "loop": loop,
                              "tokens_per_s": measured["tokens_per_s"]})
             rows.append({"family": family, "precision": precision, "loop": "transformers.Trainer",
-                         "tokens_per_s": hf_tokens_per_s(family, precision, args, workdir)})
+                         "tokens_per_s": hf_tokens_per_s(family, precision, args, workdir, device)})
             for row in rows:
                 if row["family"] == family and row["precision"] == precision:
                     row["model"] = f"{family}-{args.size}.json"
@@ -202,8 +220,10 @@ def markdown_table(result: dict) -> str:
                      f"{100 * r['fraction_of_peak']:.1f} % | {r['over_trainer']:.2f}x |")
     peaks = ", ".join(f"{p} {v / 1e9:,.0f} GFLOP/s" for p, v in result["matmul_peak_flops"].items())
     s = result["settings"]
-    return ("\n".join(lines) + f"\n\nMachine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} "
-            f"threads, torch {m['torch']}, transformers {m['transformers']}; models "
+    # files from before GPUs were measured have no "device": they ran on their CPU
+    where = (f"{m['device']} (host: {m['cpu']}, {m['cores']} cores)" if m.get("device", m["cpu"]) != m["cpu"]
+             else f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} threads")
+    return ("\n".join(lines) + f"\n\nMachine: {where}, torch {m['torch']}, transformers {m['transformers']}; models "
             f"<family>-{s['size']}.json, batch {s['batch_size']} x {s['seq_len']}, {s['timed_steps']} "
             f"timed steps after {s['warmup_steps']} untimed; measured matmul peak: {peaks}.")
 
@@ -243,12 +263,13 @@ def main(argv=None):
         if not (REPO / "configs" / f"{family}-{args.size}.json").is_file():
             parser.error(f"configs/{family}-{args.size}.json does not exist; choose another --size")
 
-    peaks = {p: matmul_peak(DTYPES[p]) for p in args.precisions}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # as ligo.distributed
+    peaks = {p: matmul_peak(DTYPES[p], device) for p in args.precisions}
     with tempfile.TemporaryDirectory() as tmp:
-        rows = measure(args, Path(tmp))
+        rows = measure(args, Path(tmp), device)
     result = add_ratios({
         "command": command_line("throughput.py", argv),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "device": device_name(device), "cores": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "transformers": __import__("transformers").__version__},
         "settings": {"size": args.size, "seq_len": args.seq_len, "batch_size": args.batch_size,

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
+# The suite compares results on the CPU (float64 exactness, bit-exact resume, gloo equivalence):
+# a machine's GPUs stay hidden from it (set before torch first looks) unless LIGO_TEST_GPU=1,
+# which runs tests/test_gpu.py's checks on the first one
+if os.environ.get("LIGO_TEST_GPU") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 REPO = Path(__file__).resolve().parents[1]
+# what a test's torchrun workers get: ligo from this checkout, one thread each (two
+# multi-threaded processes on the same cores slow each other 10x+), and the CPU with gloo,
+# whatever GPUs the machine has (the suite compares results on the CPU)
+CPU_WORKERS = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 CONFIGS = REPO / "configs"
 SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))
 BERT_VOCAB = SHARED / "vocab" / "bert-base-uncased-vocab.txt"
@@ -136,11 +145,12 @@ def small_run(tmp_path_factory, small_corpus, cache_dir):
 
 def torchrun(argv: list[str], script: str | None = "run_lm_distributed.py", nproc: int = 2):
     """Run `script` (None: argv says what, e.g. `-m module ...`) under torchrun with `nproc`
-    gloo processes; fails the test on a non-zero exit."""
+    gloo processes on the CPU (also on a machine with fewer GPUs than processes); fails the
+    test on a non-zero exit."""
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **CPU_WORKERS}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node", str(nproc), *([str(REPO / script)] if script else []), *argv],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=600)

@@ -74,3 +74,17 @@ def test_the_process_group_timeout_is_the_flag(monkeypatch):
     run_distributed(lambda args, info: None, (TrainingArguments,),
                     ["--output_dir", "o", "--dist_timeout_minutes", "7"], "")
     assert seen["timeout"] == datetime.timedelta(minutes=7)
+
+
+def test_more_processes_than_gpus_is_refused_in_one_line(monkeypatch):
+    """torchrun --nproc_per_node 2 on a one-GPU machine: an `error:` naming both fixes, not
+    CUDA's 'invalid device ordinal' from the second process."""
+    from ligo import distributed
+
+    for name, value in (("WORLD_SIZE", "2"), ("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "2")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"started 2 processes on this node but it has 1 GPU\(s\): use "
+                                         r"--nproc_per_node 1, or CUDA_VISIBLE_DEVICES="):
+        distributed.init_distributed()

@@ -233,14 +233,14 @@ def test_torchrun_spreads_the_sweep_over_processes_with_the_same_results(tmp_pat
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.conftest import CPU_WORKERS, REPO
 
     make_task(tmp_path / "glue" / "SST-2", "SST-2", n=48)
     model = tiny_model_dir(tmp_path)
     common = ["--glue_dir", str(tmp_path / "glue"), "--tasks", "SST-2", "--learning_rates", "1e-4", "3e-4",
               "--seeds", "1", "2", "--epochs", "1", "--batch_size", "16", "--max_seq_length", "48"]
     single = main([str(model), "--output_dir", str(tmp_path / "one"), *common])
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **CPU_WORKERS}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                            "2", "-m", "ligo.glue", str(model), "--output_dir", str(tmp_path / "two"), *common],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=600)

@@ -3,6 +3,7 @@ import importlib.util
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import REPO
 
@@ -43,3 +44,25 @@ def test_a_tiny_run_measures_every_family_and_loop_and_tables_them(tmp_path, sma
     assert table.count("\n| ") == 4 and "| bert | fp32 | `transformers.Trainer` |" in table
     with pytest.raises(SystemExit):
         throughput.main(["--steps", "3", "--warmup", "2"])  # steps not a multiple of warmup
+
+
+def test_matmul_peak_times_the_device_it_is_given():
+    rate = throughput.matmul_peak(torch.float32, torch.device("cpu"), sizes=(64, 128), repeats=2)
+    assert 1e6 < rate < 1e15
+
+
+def _machine_table(machine: dict) -> str:
+    return throughput.markdown_table({
+        "machine": machine, "matmul_peak_flops": {"bf16": 1e12},
+        "settings": {"size": "12L-768H", "seq_len": 128, "batch_size": 128, "warmup_steps": 5,
+                     "timed_steps": 20},
+        "rows": [{"family": "bert", "precision": "bf16", "loop": "ligo", "tokens_per_s": 1000.0,
+                  "useful_flops_per_token": 1e8, "fraction_of_peak": 0.1, "over_trainer": 1.0}]})
+
+
+def test_the_table_names_the_gpu_it_ran_on_and_old_files_their_cpu():
+    common = {"cpu": "Some Xeon", "cores": 16, "torch_threads": 16, "torch": "2.11", "transformers": "5"}
+    gpu = _machine_table({**common, "device": "NVIDIA H100 80GB HBM3"})
+    assert "Machine: NVIDIA H100 80GB HBM3 (host: Some Xeon, 16 cores)" in gpu and "threads" not in gpu
+    for machine in (common, {**common, "device": "Some Xeon"}):  # before the field; a CPU run
+        assert "Machine: Some Xeon, 16 cores, 16 threads" in _machine_table(machine)
