@@ -36,12 +36,23 @@ logging.getLogger("transformers.modeling_utils").addFilter(_PackedBlocksAreNotPa
 # label tokens per vocabulary-projection chunk: the peak memory of the head is one chunk's
 # logits (GPT-2's 50,257-way head: 1,024 x 50,257 in bfloat16, 103 MB), whatever the batch.
 LOSS_CHUNK_TOKENS = 1024
-# rows of a chunk's logits taken through the float32 softmax at a time: a few MiB, so that
-# the softmax's passes (max, exp, sum, scale) run in cache instead of streaming the whole
-# chunk through memory once per pass. Measured on 2 cores (1,024 x 50,257 logits): 216 ms
-# for the softmax and its gradient over the whole chunk at once, 53-58 ms in blocks of 8-16
-# rows.
+# on a CPU, rows of a chunk's logits taken through the float32 softmax at a time: a few MiB,
+# so that the softmax's passes (max, exp, sum, scale) run in cache instead of streaming the
+# whole chunk through memory once per pass. Measured on 2 cores (1,024 x 50,257 logits):
+# 216 ms for the softmax and its gradient over the whole chunk at once, 53-58 ms in blocks of
+# 8-16 rows.
 SOFTMAX_BLOCK_BYTES = 4 << 20
+
+
+def softmax_block_rows(device_type: str, vocab_size: int, rows: int) -> int:
+    """How many of a chunk's `rows` logits rows one float32 softmax pass takes: cache-sized
+    blocks on a CPU; the whole chunk on a GPU, where each block is ~13 kernel launches and
+    there is no cache to fit (on an H100, GPT-2 12L-768H at batch 128 x 128, the CPU's
+    20-row blocks made ~11,000 small operations a step, and ligo's loop ran at 0.70x the
+    speed of transformers.Trainer: bench/results/throughput_h100.json)."""
+    if device_type != "cpu":
+        return rows
+    return max(1, SOFTMAX_BLOCK_BYTES // (vocab_size * 4))
 
 
 class LanguageModelingLoss(torch.nn.Module):
@@ -169,7 +180,7 @@ def _softmax_in_place(logits: torch.Tensor, targets: torch.Tensor, softmax_dtype
     gradient of that sum: softmax - one-hot (computed in `softmax_dtype`, then rounded)."""
     index = targets[:, None]
     target_logits = logits.gather(1, index).squeeze(1).to(softmax_dtype)
-    block_rows = max(1, SOFTMAX_BLOCK_BYTES // (logits.shape[1] * 4))
+    block_rows = softmax_block_rows(logits.device.type, logits.shape[1], len(targets))
     log_partition = torch.empty(len(targets), dtype=softmax_dtype, device=logits.device)
     for start in range(0, len(targets), block_rows):
         rows = slice(start, start + block_rows)

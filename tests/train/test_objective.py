@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ligo.families import FAMILIES
 from ligo.models import build_model, load_config
@@ -172,3 +173,24 @@ def test_a_batch_without_label_tokens_has_zero_loss():
     out = LanguageModelingLoss(model, FAMILIES["bert"])(torch.randint(5, 100, (2, 16)),
                                                         torch.full((2, 16), -100))
     assert out["loss_sum"].item() == 0.0 and out["tokens"].item() == 0
+
+
+def test_the_softmax_runs_in_cache_blocks_on_a_cpu_and_in_one_pass_per_chunk_on_a_gpu(monkeypatch):
+    """Cache blocking is a CPU optimisation; on a GPU every block is ~13 kernel launches."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ligo.train import objective
+
+    assert objective.softmax_block_rows("cpu", 50257, 1024) == 20  # 4 MiB of float32 rows
+    assert objective.softmax_block_rows("cuda", 50257, 1024) == 1024
+    logits = torch.randn(100, 50257, dtype=torch.float64)
+    targets = torch.randint(0, 50257, (100,))
+    reference = F.cross_entropy(logits, targets, reduction="sum")
+    exps, rule = {}, objective.softmax_block_rows
+    for device_type in ("cpu", "cuda"):  # the cuda rule, on CPU tensors
+        monkeypatch.setattr(objective, "softmax_block_rows", lambda _, v, r, d=device_type: rule(d, v, r))
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            loss = objective._softmax_in_place(logits.clone(), targets, torch.float64, gradient=True)
+        torch.testing.assert_close(loss, reference, rtol=1e-12, atol=1e-12)
+        exps[device_type] = sum(e.count for e in prof.key_averages() if e.key == "aten::exp_")
+    assert exps == {"cpu": 5, "cuda": 1}  # 100 rows: blocks of 20 on a CPU, one pass on a GPU
