@@ -4,7 +4,8 @@
 # Torch is chosen before anything else so that pip never resolves a plain `torch`
 # requirement to the multi-GB CUDA wheels on a machine without a GPU:
 #   1. a torch that is already importable (e.g. a user's CUDA build, seen through
-#      --system-site-packages, or already in an active venv/conda env) is kept;
+#      --system-site-packages or, when python3 is itself a virtualenv, through a .pth file
+#      naming its packages; or already in an active venv/conda env with USE_ACTIVE_ENV=1) is kept;
 #   2. otherwise, on a machine with an NVIDIA driver, the default (CUDA) wheel is installed;
 #   3. otherwise the CPU build of torch 2.13.0: first from a local wheel if pip's
 #      find-links has one, else from PyTorch's CPU-only index.
@@ -24,6 +25,18 @@ else
   if [ ! -x "$VENV/bin/python" ]; then
     # system site packages stay visible so an existing (CUDA) torch is reused, not replaced
     "$PYTHON" -m venv --system-site-packages "$VENV"
+    # ... but only the base interpreter's: when $PYTHON is itself a virtualenv with torch
+    # (an activated venv; a GPU image's /opt/.../.venv), a .pth file makes its packages
+    # visible too, behind the new venv's own, instead of downloading another torch
+    parent=$("$PYTHON" -c 'import sys, sysconfig, torch
+paths = sysconfig.get_paths()
+if sys.prefix != sys.base_prefix:
+    print("\n".join(dict.fromkeys((paths["purelib"], paths["platlib"]))))' 2>/dev/null || true)
+    if [ -n "$parent" ]; then
+      site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+      echo "$parent" > "$site/_ligo_parent_venv.pth"
+      echo "setup: $PYTHON is a virtualenv with torch; $VENV sees its packages ($(echo $parent))"
+    fi
   fi
   PY="$VENV/bin/python"
 fi

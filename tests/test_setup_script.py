@@ -2,6 +2,7 @@
 (a fake `python` that logs its arguments, and optionally a fake `nvidia-smi`)."""
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,29 @@ def test_ci_installed_the_cpu_build():
     import torch
 
     assert torch.__version__.startswith("2.13.0") and torch.version.cuda is None
+
+
+def test_a_torch_inside_the_virtualenv_that_makes_the_venv_is_kept(tmp_path):
+    """python3 on PATH is a virtualenv (an activated one; a GPU image's /opt/.../.venv) whose
+    torch --system-site-packages cannot see: the new venv sees it through a .pth file."""
+    import sys
+
+    parent = tmp_path / "parent"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(parent)], check=True)
+    site = subprocess.run([str(parent / "bin" / "python"), "-c",
+                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    torch_dir = Path(site) / "torch"  # a stand-in "CUDA build" in the parent's site-packages
+    (torch_dir / "version").mkdir(parents=True)
+    (torch_dir / "__init__.py").write_text("from torch import version\n__version__ = '9.9.9+cu999'\n")
+    (torch_dir / "version" / "__init__.py").write_text("cuda = '99.9'\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHON": str(parent / "bin" / "python"),
+           "VENV": str(tmp_path / "venv"), "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path)}
+    # pip then fails offline on ligo's other requirements: what matters is the torch decision
+    done = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert "sees its packages" in done.stdout, done.stdout + done.stderr
+    assert "setup: keeping installed torch 9.9.9+cu999 cuda" in done.stdout, done.stdout + done.stderr
+    seen = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c", "import torch; print(torch.__file__)"],
+                          capture_output=True, text=True, check=True).stdout
+    assert seen.startswith(site)
