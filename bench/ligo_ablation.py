@@ -93,6 +93,9 @@ VARIANTS = {
                      ["--fuse_init_scheme", "stackbert_noisy", "rand", *_batch(8)]),
     "from_bert2bert_batch8": ("init = stack + bert2bert_aki exactly, 100 operator steps of 8 sequences",
                               ["--init_from_operator", "stack", "bert2bert_aki", *_batch(8)]),
+    "from_bert2bert_full_batch8": (
+        "init = stack + bert2bert_aki exactly, full D2 x D1 width matrices, 100 operator steps of 8 sequences",
+        ["--init_from_operator", "stack", "bert2bert_aki", "--width_form", "full", *_batch(8)]),
     "from_stack_lr1e-4": ("init = stack + bert2bert_fpi, operator LR 1e-4",
                           ["--init_from_operator", "stack", "bert2bert_fpi", "--learning_rate", "1e-4"]),
     "from_stack_lr1e-2": ("init = stack + bert2bert_fpi, operator LR 1e-2",

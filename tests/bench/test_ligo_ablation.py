@@ -307,3 +307,15 @@ def test_reruns_alone_train_each_asked_row_k_times_and_land_in_the_report(tmp_pa
     assert calls == [("double", 1, 4.5), ("double", 2, 4.5)]
     assert [run["growth_seed"] for run in report["fixed_row_reruns"]["double"]] == [1, 2]
     assert json.loads((tmp_path / "out.json").read_text())["fixed_row_reruns"] == report["fixed_row_reruns"]
+
+
+def test_the_full_width_quarter_batch_start_from_bert2bert_changes_only_width_and_batch(tmp_path):
+    def settings(name: str) -> dict:
+        training, options = _parse_operator_run(tmp_path, "gpt2", ablation.variant_flags(name, 0.5))
+        return {**vars(training), **vars(options)}
+
+    base, variant = settings("from_bert2bert"), settings("from_bert2bert_full_batch8")
+    assert base["init_from_operator"] == variant["init_from_operator"] == ["stack", "bert2bert_aki"]
+    assert {key: (base[key], value) for key, value in variant.items() if base[key] != value} == {
+        "width_form": ("structured", "full"), "per_device_train_batch_size": (32, 8)}
+    assert ablation.fixed_row("from_bert2bert_full_batch8") == "bert2bert"
