@@ -221,11 +221,13 @@ def markdown_table(result: dict) -> str:
     peaks = ", ".join(f"{p} {v / 1e9:,.0f} GFLOP/s" for p, v in result["matmul_peak_flops"].items())
     s = result["settings"]
     # files from before GPUs were measured have no "device": they ran on their CPU
-    where = (f"{m['device']} (host: {m['cpu']}, {m['cores']} cores)" if m.get("device", m["cpu"]) != m["cpu"]
+    on_gpu = m.get("device", m["cpu"]) != m["cpu"]
+    where = (f"{m['device']} (host: {m['cpu']}, {m['cores']} cores)" if on_gpu
              else f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} threads")
-    return ("\n".join(lines) + f"\n\nMachine: {where}, torch {m['torch']}, transformers {m['transformers']}; models "
-            f"<family>-{s['size']}.json, batch {s['batch_size']} x {s['seq_len']}, {s['timed_steps']} "
-            f"timed steps after {s['warmup_steps']} untimed; measured matmul peak: {peaks}.")
+    return ("\n".join(lines) + f"\n\nMachine: {where}, torch {m['torch']}, transformers "
+            f"{m['transformers']}; models <family>-{s['size']}.json, batch {s['batch_size']} x "
+            f"{s['seq_len']}, {s['timed_steps']} timed steps after {s['warmup_steps']} untimed; "
+            f"measured matmul peak: {peaks}.")
 
 
 def main(argv=None):

@@ -40,7 +40,7 @@ def test_the_first_steps_on_the_gpu_compute_what_the_cpu_computes(tmp_path, smal
         patch.setattr(torch.cuda, "is_available", lambda: False)
         main(run_argv(tmp_path / "cpu", "bert", small_corpus, cache_dir, *argv, config=config))
     assert train_losses(tmp_path / "gpu") == pytest.approx(train_losses(tmp_path / "cpu"), rel=1e-4)
-    gpu, cpu = load_file(tmp_path / "gpu" / "model.safetensors"), load_file(tmp_path / "cpu" / "model.safetensors")
+    gpu, cpu = (load_file(tmp_path / device / "model.safetensors") for device in ("gpu", "cpu"))
     for key, tensor in cpu.items():
         torch.testing.assert_close(gpu[key], tensor, rtol=1e-3, atol=1e-4, msg=key)
 
@@ -75,8 +75,8 @@ def test_a_ligo_operator_trains_and_grows_on_the_gpu(tmp_path, small_run, small_
 def test_torchrun_on_one_gpu_with_nccl(parallelism, tmp_path, small_corpus, cache_dir):
     out = tmp_path / parallelism
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-                           str(REPO / "run_lm_distributed.py"),
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "1", str(REPO / "run_lm_distributed.py"),
                            *run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "20",
                                      "--eval_steps", "20", "--parallelism", parallelism)],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=600)

@@ -98,6 +98,7 @@ def test_a_torch_inside_the_virtualenv_that_makes_the_venv_is_kept(tmp_path):
                           text=True, timeout=300)
     assert "sees its packages" in done.stdout, done.stdout + done.stderr
     assert "setup: keeping installed torch 9.9.9+cu999 cuda" in done.stdout, done.stdout + done.stderr
-    seen = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c", "import torch; print(torch.__file__)"],
+    seen = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c",
+                           "import torch; print(torch.__file__)"],
                           capture_output=True, text=True, check=True).stdout
     assert seen.startswith(site)
