@@ -54,8 +54,8 @@ def init_distributed(timeout_minutes: float = 30.0) -> DistInfo:
     world_size = launched_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available()
-    if use_cuda and local_rank >= torch.cuda.device_count():
-        gpus = torch.cuda.device_count()
+    gpus = torch.cuda.device_count() if use_cuda else 0
+    if use_cuda and local_rank >= gpus:
         raise ValueError(f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE', local_rank + 1)} processes "
                          f"on this node but it has {gpus} GPU(s): use --nproc_per_node {gpus}, or "
                          "CUDA_VISIBLE_DEVICES= to run them all on the CPU (gloo)")

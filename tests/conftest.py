@@ -13,10 +13,6 @@ import pytest
 if os.environ.get("LIGO_TEST_GPU") != "1":
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
 REPO = Path(__file__).resolve().parents[1]
-# what a test's torchrun workers get: ligo from this checkout, one thread each (two
-# multi-threaded processes on the same cores slow each other 10x+), and the CPU with gloo,
-# whatever GPUs the machine has (the suite compares results on the CPU)
-CPU_WORKERS = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
 CONFIGS = REPO / "configs"
 SHARED = Path(os.environ.get("LIGO_SHARED_DATA", REPO.parent / "shared" / "data"))
 BERT_VOCAB = SHARED / "vocab" / "bert-base-uncased-vocab.txt"
@@ -143,19 +139,35 @@ def small_run(tmp_path_factory, small_corpus, cache_dir):
     return get
 
 
-def torchrun(argv: list[str], script: str | None = "run_lm_distributed.py", nproc: int = 2):
+def launch_torchrun(argv: list[str], script: str | None = "run_lm_distributed.py", nproc: int = 2, *,
+                    cpu: bool = True):
     """Run `script` (None: argv says what, e.g. `-m module ...`) under torchrun with `nproc`
-    gloo processes on the CPU (also on a machine with fewer GPUs than processes); fails the
-    test on a non-zero exit."""
+    processes, each with ligo from this checkout and one thread (two multi-threaded processes on
+    the same cores slow each other 10x+); the finished process. `cpu`: gloo processes on the
+    CPU, whatever GPUs the machine has (the suite compares results on the CPU, and a machine may
+    have fewer GPUs than processes); else what the machine offers (NCCL on its GPUs)."""
     import subprocess
     import sys
 
-    env = {**os.environ, **CPU_WORKERS}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           **({"CUDA_VISIBLE_DEVICES": ""} if cpu else {})}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node", str(nproc), *([str(REPO / script)] if script else []), *argv],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+def torchrun(argv: list[str], script: str | None = "run_lm_distributed.py", nproc: int = 2, *,
+             cpu: bool = True):
+    """launch_torchrun, failing the test on a non-zero exit."""
+    done = launch_torchrun(argv, script, nproc, cpu=cpu)
     assert done.returncode == 0, done.stderr[-4000:]
     return done
+
+
+def logged_losses(output_dir: Path, split: str) -> list[float]:
+    """The loss of each of a run's metrics.jsonl rows of `split` ("train" or "eval"), in order."""
+    rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in rows if row["split"] == split]
 
 
 @pytest.fixture

@@ -229,22 +229,14 @@ def test_random_init_does_worse_than_pretrained_with_the_same_steps_and_seed(tmp
 
 @pytest.mark.slow
 def test_torchrun_spreads_the_sweep_over_processes_with_the_same_results(tmp_path, shared_data):
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import CPU_WORKERS, REPO
+    from tests.conftest import torchrun
 
     make_task(tmp_path / "glue" / "SST-2", "SST-2", n=48)
     model = tiny_model_dir(tmp_path)
     common = ["--glue_dir", str(tmp_path / "glue"), "--tasks", "SST-2", "--learning_rates", "1e-4", "3e-4",
               "--seeds", "1", "2", "--epochs", "1", "--batch_size", "16", "--max_seq_length", "48"]
     single = main([str(model), "--output_dir", str(tmp_path / "one"), *common])
-    env = {**os.environ, **CPU_WORKERS}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                           "2", "-m", "ligo.glue", str(model), "--output_dir", str(tmp_path / "two"), *common],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun(["-m", "ligo.glue", str(model), "--output_dir", str(tmp_path / "two"), *common], script=None)
     double = json.loads((tmp_path / "two" / "results.json").read_text())
     assert double["world_size"] == 2 and len(double["tasks"]["SST-2"]["runs"]) == 4
     for a, b in zip(single["tasks"]["SST-2"]["runs"], double["tasks"]["SST-2"]["runs"], strict=True):

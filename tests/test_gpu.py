@@ -3,9 +3,6 @@ Skipped without one; on a machine with CUDA: `LIGO_TEST_GPU=1 pytest tests/test_
 (the rest of the suite keeps the GPUs hidden: tests/conftest.py)."""
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,20 +10,10 @@ from safetensors.torch import load_file
 
 from ligo.grow_train import main as grow_main
 from ligo.pretrain import main
-from tests.conftest import REPO, run_argv, write_config
+from tests.conftest import launch_torchrun, logged_losses, run_argv, torchrun, write_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a GPU (LIGO_TEST_GPU=1 on a machine with CUDA)")
-
-
-def train_losses(out) -> list[float]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows if r["split"] == "train"]
-
-
-def eval_losses(out) -> list[float]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows if r["split"] == "eval"]
 
 
 def test_the_first_steps_on_the_gpu_compute_what_the_cpu_computes(tmp_path, small_corpus, cache_dir,
@@ -39,7 +26,8 @@ def test_the_first_steps_on_the_gpu_compute_what_the_cpu_computes(tmp_path, smal
     with monkeypatch.context() as patch:
         patch.setattr(torch.cuda, "is_available", lambda: False)
         main(run_argv(tmp_path / "cpu", "bert", small_corpus, cache_dir, *argv, config=config))
-    assert train_losses(tmp_path / "gpu") == pytest.approx(train_losses(tmp_path / "cpu"), rel=1e-4)
+    assert logged_losses(tmp_path / "gpu", "train") == pytest.approx(logged_losses(tmp_path / "cpu", "train"),
+                                                                     rel=1e-4)
     gpu, cpu = (load_file(tmp_path / device / "model.safetensors") for device in ("gpu", "cpu"))
     for key, tensor in cpu.items():
         torch.testing.assert_close(gpu[key], tensor, rtol=1e-3, atol=1e-4, msg=key)
@@ -51,7 +39,7 @@ def test_bf16_training_on_the_gpu_learns_beyond_token_frequencies(tmp_path, smal
                             "--per_device_train_batch_size", "32",
                             "--learning_rate", "2e-3", "--warmup_steps", "20", "--bf16", "true",
                             "--documents", "line", "--ckpt_steps", "1000"))
-    losses = eval_losses(out)
+    losses = logged_losses(out, "eval")
     assert results["finished"] and losses[-1] < losses[0] - 0.2, losses
     assert losses[-1] < results["unigram_loss"] - 0.3, (losses, results["unigram_loss"])
 
@@ -74,22 +62,14 @@ def test_a_ligo_operator_trains_and_grows_on_the_gpu(tmp_path, small_run, small_
 @pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
 def test_torchrun_on_one_gpu_with_nccl(parallelism, tmp_path, small_corpus, cache_dir):
     out = tmp_path / parallelism
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node", "1", str(REPO / "run_lm_distributed.py"),
-                           *run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "20",
-                                     "--eval_steps", "20", "--parallelism", parallelism)],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
+    torchrun(run_argv(out, "bert", small_corpus, cache_dir, "--max_steps", "20", "--eval_steps", "20",
+                      "--parallelism", parallelism), nproc=1, cpu=False)
     assert json.loads((out / "results.json").read_text())["finished"]
 
 
 def test_more_processes_than_gpus_ends_in_one_error_line(tmp_path, small_corpus, cache_dir):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     nproc = torch.cuda.device_count() + 1
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                           str(nproc), str(REPO / "run_lm_distributed.py"),
-                           *run_argv(tmp_path / "run", "bert", small_corpus, cache_dir, "--max_steps", "2")],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    done = launch_torchrun(run_argv(tmp_path / "run", "bert", small_corpus, cache_dir, "--max_steps", "2"),
+                           nproc=nproc, cpu=False)
     assert done.returncode != 0
     assert f"error: torchrun started {nproc} processes on this node" in done.stderr, done.stderr[-3000:]

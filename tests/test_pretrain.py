@@ -10,12 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from ligo.pretrain import main
-from tests.conftest import GPT2_BPE, REPO, fast_precision, run_argv, write_config
-
-
-def eval_losses(output_dir):
-    rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
-    return [row["loss"] for row in rows if row["split"] == "eval"]
+from tests.conftest import GPT2_BPE, REPO, fast_precision, logged_losses, run_argv, write_config
 
 
 @pytest.mark.slow
@@ -47,7 +42,7 @@ def test_main_runs_end_to_end_and_exports_a_transformers_model(family, auto_clas
                 "train/flops", "train/seconds", "eval/loss", "eval/ppl", "eval/accuracy",
                 "eval_by_gflops/loss", "eval_by_tokens/loss"):
         assert tag in tags, tag
-    assert len(eval_losses(out)) == 2
+    assert len(logged_losses(out, "eval")) == 2
     assert [step for step, _ in scalars["eval/loss"]] == [3, 6]
     # the unigram line: recorded once, and every evaluation says how far below it the model is
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -58,7 +53,7 @@ def test_main_runs_end_to_end_and_exports_a_transformers_model(family, auto_clas
                for row in rows if row["split"] == "eval")
     assert scalars["unigram/loss"] == [(0, pytest.approx(unigram[0]))]
     assert "eval/below_unigram" in tags
-    assert scalars["eval/loss"][-1][1] == pytest.approx(eval_losses(out)[-1], rel=1e-6)
+    assert scalars["eval/loss"][-1][1] == pytest.approx(logged_losses(out, "eval")[-1], rel=1e-6)
 
 
 @pytest.mark.slow
@@ -71,7 +66,7 @@ def test_loss_decreases_on_real_text(family, steps, extra, tmp_path, small_corpu
     main(run_argv(out, family, small_corpus, cache_dir, "--max_steps", str(steps),
                   "--eval_steps", str(steps // 6), "--warmup_steps", "20", "--documents", "line",
                   "--ckpt_steps", "1000", *extra))
-    losses = eval_losses(out)
+    losses = logged_losses(out, "eval")
     uniform = math.log(30522 if family == "bert" else 50257)
     assert losses[-1] < losses[0] - 0.3, losses  # still improving after the first eval
     assert losses[-1] < uniform - 2.0, losses  # far better than guessing
@@ -85,14 +80,14 @@ def test_stop_at_eval_loss_ends_at_the_first_eval_that_reaches_it(tmp_path, smal
     common = ("--max_steps", "12", "--eval_steps", "3", "--logging_steps", "3",
               "--learning_rate", "1e-3", "--ckpt_steps", "100")
     main(run_argv(full, "bert", small_corpus, cache_dir, *common))
-    losses = eval_losses(full)
+    losses = logged_losses(full, "eval")
     target = losses[2]  # the eval at step 9; never reached before step 6 on a falling curve
     first = next(i for i, loss in enumerate(losses) if loss <= target)
     assert first < 3 and min(losses[:first], default=float("inf")) > target
     results = main(run_argv(stopped, "bert", small_corpus, cache_dir, *common,
                             "--stop_at_eval_loss", repr(target)))
     assert results["step"] == 3 * (first + 1) and results["finished"]
-    assert eval_losses(stopped) == losses[:first + 1]
+    assert logged_losses(stopped, "eval") == losses[:first + 1]
     assert (stopped / "model.safetensors").is_file()
     assert (stopped / f"checkpoint-{3 * (first + 1):07d}").is_dir()
 
@@ -162,7 +157,7 @@ def test_kill_and_resume_equals_uninterrupted_training(tmp_path, small_corpus, c
     if corrupt_latest:
         assert "skipping checkpoint at step 4" in second.stderr
     assert_same_weights(straight, resumed)
-    assert eval_losses(straight)[-1] == eval_losses(resumed)[-1]
+    assert logged_losses(straight, "eval")[-1] == logged_losses(resumed, "eval")[-1]
 
 
 # ------------------------------------------------------------------ bad input
