@@ -146,6 +146,9 @@ FIXED_GROWTH = {"stack": ("stack", "bert2bert_fpi"), "interpolate": ("interpolat
                 "zero": ("stack", "zero"), "msg": ("msg", "msg")}
 # the fixed (not learned) operators a LiGO row is compared with, seed by seed
 FIXED_OPERATORS = tuple(FIXED_GROWTH)
+# ... of which these make the large weights linear functions of the source's (what LiGO
+# learns); MSG's new units start at random
+LINEAR_FIXED_OPERATORS = tuple(m for m in FIXED_OPERATORS if m != "msg")
 # scratch must end at least this far below the eval set's unigram line, or nothing was learned
 # beyond token frequencies and no savings figure means anything ("regime": "plateau")
 REGIME_MARGIN = 1.0
@@ -657,6 +660,60 @@ def _combine_seed(kept: dict, more: dict, *, seed: str, machines: tuple, names: 
             "reused_runs": sorted(set(kept.get("reused_runs", [])) | set(more.get("reused_runs", [])))}
 
 
+def without_operator(seeds: dict[str, dict]) -> dict:
+    """Per LiGO row, seed by seed: its reuse FLOPs savings with its operator's FLOPs left out
+    (the grown run's FLOPs to the goal less the operator's), minus the best fixed row's of
+    that seed and the best linear one's (LINEAR_FIXED_OPERATORS). The bound on any cheaper operator phase that ends at the same model: below the
+    best fixed row, no saving on the operator's steps lets LiGO beat it (the gap is in the
+    grown model's curve); above it, the operator's cost is the whole gap. Seeds where the row
+    missed the goal, or whose file has no operator FLOPs, are left out (`n` says how many count)."""
+    rows = {}
+    for run in seeds.values():
+        summary = run["summary"]
+        methods = summary["methods"]
+        fixed = {m: methods[m]["reuse_flops_savings"] for m in FIXED_OPERATORS
+                 if m in methods and methods[m]["reached_goal"]}
+        linear = {m: s for m, s in fixed.items() if m in LINEAR_FIXED_OPERATORS}
+        for row in (*LIGO_INITS, *DROP_ROWS):
+            if row not in methods or not methods[row]["reached_goal"] or not fixed:
+                continue
+            operator = run["runs"][row].get("results", {}).get("growth_flops")
+            if not operator:
+                continue
+            free = 1 - (methods[row]["flops_to_goal"] - operator) / summary["scratch_flops"]
+            entry = rows.setdefault(row, {"savings": [], "operator_share": [], "best": {}})
+            entry["savings"].append(free)
+            entry["operator_share"].append(operator / summary["scratch_flops"])
+            for kind, among in (("fixed", fixed), ("linear", linear)):
+                if among:
+                    best = max(among, key=among.get)
+                    entry["best"].setdefault(kind, []).append((best, free - among[best]))
+    return {row: {"seeds": len(e["savings"]), "savings": _stats(e["savings"]),
+                  "operator_share": _stats(e["operator_share"]),
+                  **{f"minus_best_{kind}": {"rows": sorted({b for b, _ in pairs}),
+                                            "difference": _stats([d for _, d in pairs]),
+                                            "ahead": sum(d > 0 for _, d in pairs)}
+                     for kind, pairs in e["best"].items()}}
+            for row, e in rows.items()}
+
+
+def _without_operator_lines(seeds: dict[str, dict]) -> list[str]:
+    parts = []
+    for row, entry in without_operator(seeds).items():
+        text = f"{row} {_pm(entry['savings'])} (its operator: {_pm(entry['operator_share'])} of scratch's FLOPs)"
+        for kind, what in (("fixed", "the best fixed row"), ("linear", "the best linear one")):
+            best = entry.get(f"minus_best_{kind}")
+            if best and (kind == "fixed" or best["rows"] != entry["minus_best_fixed"]["rows"]):
+                text += (f", minus {what} of each seed ({', '.join(best['rows'])}): "
+                         f"{_pm(best['difference'], 100, ' points')}, ahead on {best['ahead']} "
+                         f"of {best['difference']['n']} seeds")
+        parts.append(text)
+    if not parts:
+        return []
+    return ["", "Without the operator's FLOPs (reuse FLOPs savings were the operator free: the "
+                "bound on any cheaper operator phase ending at the same model): " + "; ".join(parts) + "."]
+
+
 def _pm(stats: dict | None, scale: float = 100.0, unit: str = " %", digits: int = 1) -> str:
     if stats is None:
         return "—"
@@ -705,6 +762,7 @@ def markdown(results: dict) -> str:
         lines.append(line)
     lines += _never_grew_lines(results)
     lines += _paired_lines(summary.get("paired", {}))
+    lines += _without_operator_lines(results.get("seeds", {}))
     lines.append("")
     lines.append(f"{setup['preset']}: {setup['source']} → {setup['target']}, {setup['steps']} steps "
                  f"per target run (source: {setup['small_steps']}), batch {setup['batch_size']} × "

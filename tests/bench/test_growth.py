@@ -102,6 +102,37 @@ def test_paired_differences_remove_the_goal_shared_by_a_seeds_methods():
     assert (pair["ligo_closer"], pair["ligo_ahead"]) == (0, 1)
 
 
+def test_without_the_operator_bounds_what_a_cheaper_operator_phase_could_save():
+    """A LiGO row's savings with its operator's FLOPs left out, against the best fixed row of
+    each seed and the best linear one (msg's new units are random, no function of the source)."""
+    seeds = {}
+    for seed, (ligo_flops, operator, double, msg) in enumerate(((90, 20, 85, 60), (80, 20, 85, 70)), start=1):
+        runs = seed_results(seed, 5.0, 120)["seeds"][str(seed)]["runs"]  # scratch: 200 FLOPs
+        runs["double"] = {"curve": curve((double, 8, 5.0))}
+        runs["msg"] = {"curve": curve((msg, 8, 5.0))}
+        runs["ligo"] = {"curve": curve((ligo_flops, 8, 5.0)), "results": {"growth_flops": operator}}
+        seeds[str(seed)] = {"runs": runs, "summary": growth.summarise(runs, 6.5)}
+    entry = growth.without_operator(seeds)["ligo"]
+    assert entry["savings"]["mean"] == pytest.approx(1 - 65 / 200)  # (70 + 60) / 2 FLOPs to the goal
+    assert entry["operator_share"]["mean"] == pytest.approx(0.1)
+    fixed, linear = entry["minus_best_fixed"], entry["minus_best_linear"]
+    assert fixed["rows"] == ["msg"] and linear["rows"] == ["double"]
+    assert fixed["difference"]["mean"] == pytest.approx(((60 - 70) + (70 - 60)) / 2 / 200)
+    assert fixed["ahead"] == 1  # seed 2: 60 FLOPs without the operator against msg's 70
+    assert linear["difference"]["mean"] == pytest.approx(((85 - 70) + (85 - 60)) / 2 / 200)
+    assert linear["ahead"] == 2
+    line = growth._without_operator_lines(seeds)[1]
+    assert "ligo 67.5 ± 3.5 % (its operator: 10.0 ± 0.0 % of scratch's FLOPs)" in line
+    assert "best fixed row of each seed (msg): 0.0 ± 7.1 points, ahead on 1 of 2 seeds" in line
+    assert "best linear one of each seed (double): 10.0 ± 3.5 points, ahead on 2 of 2 seeds" in line
+    # a seed where LiGO missed the goal, or a file without operator FLOPs, is left out
+    seeds["2"]["runs"]["ligo"]["curve"] = curve((80, 8, 5.1))
+    seeds["2"]["summary"] = growth.summarise(seeds["2"]["runs"], 6.5)
+    assert growth.without_operator(seeds)["ligo"]["seeds"] == 1
+    del seeds["1"]["runs"]["ligo"]["results"]
+    assert growth.without_operator(seeds) == {} and growth._without_operator_lines(seeds) == []
+
+
 def test_regime_label_flips_when_scratch_ends_less_than_one_nat_below_the_unigram_line():
     learning = growth.summarise(seed_results(1, 5.4, 100)["seeds"]["1"]["runs"], unigram=6.5)
     assert learning["regime"] == "learning"
