@@ -108,6 +108,20 @@ VARIANTS = {
                    ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full"]),
     "paper_full_batch8": ("stackbert_noisy rand, full D2 x D1 width matrices, 100 operator steps of 8 sequences",
                           ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full", *_batch(8)]),
+    "paper_full_25steps_batch8": (
+        "stackbert_noisy rand, full D2 x D1 width matrices, 25 operator steps of 8 sequences (a sixteenth "
+        "of the tokens)", ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full",
+                          *_steps(25), *_batch(8)]),
+    "paper_full_batch4": ("stackbert_noisy rand, full D2 x D1 width matrices, 100 operator steps of 4 sequences",
+                          ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full", *_batch(4)]),
+    # the operator's init with nothing learned: is what the grown run gains the learning, or
+    # the init's random mixes of the source's units? (one step of one sequence at LR 1e-12:
+    # the operator run needs a step; its FLOPs are ~1e-4 of the default's, counted)
+    "paper_full_init_only": (
+        "control, nothing learned: the paper's init (stackbert_noisy rand, full width) materialised "
+        "after one step of one sequence at LR 1e-12",
+        ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full", *_steps(1), *_batch(1),
+         "--learning_rate", "1e-12"]),
     "paper_full_residual": (
         "stackbert_noisy rand, full D2 x D1 width matrices and a learned residual on every generated "
         "weight (the official code's --tune_residual: full-rank, trained beside the expansions)",

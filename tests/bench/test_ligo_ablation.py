@@ -200,13 +200,18 @@ def test_the_paper_variants_change_only_what_they_name(tmp_path):
                      "residual_noise": 0.01}
     changed = {name: {key: value for key, value in settings(name).items() if value != paper[key]}
                for name in ("paper_lr1e-2", "paper_warmup0", "paper_500steps", "paper_1000steps", "paper_full",
-                            "paper_untied", "paper_batch8", "paper_full_batch8", "paper_full_residual")}
+                            "paper_untied", "paper_batch8", "paper_full_batch8", "paper_full_residual",
+                            "paper_full_25steps_batch8", "paper_full_batch4", "paper_full_init_only")}
     assert changed == {"paper_lr1e-2": {"learning_rate": 1e-2}, "paper_warmup0": {"warmup_steps": 0},
                        "paper_500steps": {"max_steps": 500}, "paper_1000steps": {"max_steps": 1000},
                        "paper_full": {"width_form": "full"},
                        "paper_untied": {"tie": False}, "paper_batch8": {"batch": 8},
                        "paper_full_batch8": {"width_form": "full", "batch": 8},
-                       "paper_full_residual": {"width_form": "full", "residual": True}}
+                       "paper_full_residual": {"width_form": "full", "residual": True},
+                       "paper_full_25steps_batch8": {"width_form": "full", "max_steps": 25, "batch": 8},
+                       "paper_full_batch4": {"width_form": "full", "batch": 4},
+                       "paper_full_init_only": {"width_form": "full", "max_steps": 1, "batch": 1,
+                                                "learning_rate": 1e-12}}
     for name in ablation.VARIANTS:  # every variant's flags are ones the operator run accepts
         _parse_operator_run(tmp_path, "bert", ablation.variant_flags(name, 0.5))
 
