@@ -663,10 +663,11 @@ def _combine_seed(kept: dict, more: dict, *, seed: str, machines: tuple, names: 
 def without_operator(seeds: dict[str, dict]) -> dict:
     """Per LiGO row, seed by seed: its reuse FLOPs savings with its operator's FLOPs left out
     (the grown run's FLOPs to the goal less the operator's), minus the best fixed row's of
-    that seed and the best linear one's (LINEAR_FIXED_OPERATORS). The bound on any cheaper operator phase that ends at the same model: below the
-    best fixed row, no saving on the operator's steps lets LiGO beat it (the gap is in the
-    grown model's curve); above it, the operator's cost is the whole gap. Seeds where the row
-    missed the goal, or whose file has no operator FLOPs, are left out (`n` says how many count)."""
+    that seed and the best linear one's (LINEAR_FIXED_OPERATORS). The bound on any cheaper
+    operator phase that ends at the same model: below the best fixed row, no saving on the
+    operator's steps lets LiGO beat it (the gap is in the grown model's curve); above it, the
+    operator's cost is the whole gap. Seeds where the row missed the goal, or whose file has no
+    operator FLOPs, are left out (`n` says how many count)."""
     rows = {}
     for run in seeds.values():
         summary = run["summary"]

@@ -55,6 +55,8 @@ def _batch(sequences: int) -> list[str]:
 # every variant changes one thing of the official code's operator, structured width matrices
 # (as every committed ablation ran; ligo's default is now full, the paper_full* variants' form)
 VARIANTS_WIDTH_FORM = "structured"
+# the paper's init with the paper's full D2 x D1 width matrices, what the paper_full* variants change
+PAPER_FULL = ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full"]
 # name: (what it is, the operator run's extra flags)
 VARIANTS = {
     "paper": ("stackbert_noisy rand (the paper's setting)", ["--fuse_init_scheme", "stackbert_noisy", "rand"]),
@@ -104,28 +106,25 @@ VARIANTS = {
                      ["--fuse_init_scheme", "stackbert_noisy", "rand", "--learning_rate", "1e-2"]),
     "paper_warmup0": ("stackbert_noisy rand, no operator warmup (the default warms up 10 % of its steps)",
                       ["--fuse_init_scheme", "stackbert_noisy", "rand", "--warmup_steps", "0"]),
-    "paper_full": ("stackbert_noisy rand, full D2 x D1 width matrices",
-                   ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full"]),
+    "paper_full": ("stackbert_noisy rand, full D2 x D1 width matrices", [*PAPER_FULL]),
     "paper_full_batch8": ("stackbert_noisy rand, full D2 x D1 width matrices, 100 operator steps of 8 sequences",
-                          ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full", *_batch(8)]),
+                          [*PAPER_FULL, *_batch(8)]),
     "paper_full_25steps_batch8": (
         "stackbert_noisy rand, full D2 x D1 width matrices, 25 operator steps of 8 sequences (a sixteenth "
-        "of the tokens)", ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full",
-                          *_steps(25), *_batch(8)]),
+        "of the tokens)", [*PAPER_FULL, *_steps(25), *_batch(8)]),
     "paper_full_batch4": ("stackbert_noisy rand, full D2 x D1 width matrices, 100 operator steps of 4 sequences",
-                          ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full", *_batch(4)]),
+                          [*PAPER_FULL, *_batch(4)]),
     # the operator's init with nothing learned: is what the grown run gains the learning, or
     # the init's random mixes of the source's units? (one step of one sequence at LR 1e-12:
     # the operator run needs a step; its FLOPs are ~1e-4 of the default's, counted)
     "paper_full_init_only": (
         "control, nothing learned: the paper's init (stackbert_noisy rand, full width) materialised "
         "after one step of one sequence at LR 1e-12",
-        ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full", *_steps(1), *_batch(1),
-         "--learning_rate", "1e-12"]),
+        [*PAPER_FULL, *_steps(1), *_batch(1), "--learning_rate", "1e-12"]),
     "paper_full_residual": (
         "stackbert_noisy rand, full D2 x D1 width matrices and a learned residual on every generated "
         "weight (the official code's --tune_residual: full-rank, trained beside the expansions)",
-        ["--fuse_init_scheme", "stackbert_noisy", "rand", "--width_form", "full", "--tune_residual"]),
+        [*PAPER_FULL, "--tune_residual"]),
     "paper_untied": ("stackbert_noisy rand, untied expansions",
                      ["--fuse_init_scheme", "stackbert_noisy", "rand", "--no_fuse_tie_param"]),
 }
