@@ -204,6 +204,39 @@ def test_tying_shares_one_residual_expansion_and_untying_gives_each_module_its_o
     assert "model_embed_word_out" in untied and len(untied) > len(tied)
 
 
+def _residual_writes(state, family) -> torch.Tensor:
+    """(hidden, ...): every vector the model adds into its residual stream's hidden axis: the
+    embedding tables' rows, each layer's attention-out and FFN-out columns and biases."""
+    roles = to_roles(state, FAMILIES[family])
+    writes = [roles.model[r].t() for r in ("embed.word", "embed.position", "embed.token_type")
+              if r in roles.model]
+    for layer in roles.layers:
+        writes += [layer[r] if layer[r].dim() == 2 else layer[r][:, None]
+                   for r in ("attn_out.weight", "ffn_out.weight", "attn_out.bias", "ffn_out.bias") if r in layer]
+    return torch.cat(writes, dim=1)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_tied_width_keeps_every_residual_write_in_the_hidden_expansions_span(family):
+    """Why LiGO's operator cannot widen the residual stream: tied, every write into it goes
+    through the one hidden expansion (D2 x D1), so, whatever the operator learns, the writes
+    span at most the source's D1 dimensions (in a pre-norm decoder the stream itself stays
+    there); untied, each module writes through its own expansion."""
+    model, state = small_state(family)
+    wide = wide_config(family, layers=3)
+    ranks = {}
+    for tie in (True, False):
+        operator = LiGO(state, model.config, wide, LiGOOptions(tie=tie))
+        with torch.no_grad():  # move away from the init, as training would
+            for param in operator.parameters():
+                param.add_(torch.randn_like(param) * 0.05)
+        with torch.no_grad():
+            writes = _residual_writes(operator(), family)  # float64, as the source
+        assert writes.shape[0] == wide.hidden_size == 2 * model.config.hidden_size
+        ranks[tie] = int(torch.linalg.matrix_rank(writes.double()))
+    assert ranks[True] == model.config.hidden_size < ranks[False] == wide.hidden_size
+
+
 def test_eval_mode_generates_the_weights_once_and_training_afresh():
     model, state = small_state("bert")
     operator = LiGO(state, model.config, wide_config("bert", layers=3), LiGOOptions())
