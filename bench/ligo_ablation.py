@@ -127,6 +127,11 @@ VARIANTS = {
         [*PAPER_FULL, "--tune_residual"]),
     "paper_untied": ("stackbert_noisy rand, untied expansions",
                      ["--fuse_init_scheme", "stackbert_noisy", "rand", "--no_fuse_tie_param"]),
+    # tied, every write into the residual stream goes through one hidden expansion: the generated
+    # model's residual stream stays in its D1-dimensional span whatever the operator learns
+    # (bench/unit_diversity.py); untied, each layer writes through its own
+    "paper_full_untied": ("stackbert_noisy rand, full D2 x D1 width matrices, untied expansions",
+                          [*PAPER_FULL, "--no_fuse_tie_param"]),
 }
 
 
