@@ -39,13 +39,18 @@ sys.path.insert(0, str(REPO / "bench"))  # reports.py, next to this script
 NUMERICAL_RANK_TOLERANCE = 1e-6
 
 
-def effective_rank(activations):
-    """exp(entropy of the singular values of the centred (samples, units) matrix, normalised to
-    sum 1): D for D equally used orthogonal directions, 1 for a single one, 0 for none."""
+def singular_values(activations):
+    """Of the centred (samples, units) matrix, in float64, largest first."""
     import torch
 
-    centred = activations.double() - activations.double().mean(dim=0)
-    values = torch.linalg.svdvals(centred)
+    return torch.linalg.svdvals(activations.double() - activations.double().mean(dim=0))
+
+
+def effective_rank(values) -> float:
+    """exp(entropy of the singular `values` normalised to sum 1): D for D equally used orthogonal
+    directions, 1 for a single one, 0 for none."""
+    import torch
+
     if values.sum() == 0:
         return 0.0
     shares = values / values.sum()
@@ -53,11 +58,8 @@ def effective_rank(activations):
     return float(torch.exp(-(shares * shares.log()).sum()))
 
 
-def numerical_rank(activations, tolerance: float = NUMERICAL_RANK_TOLERANCE) -> int:
-    import torch
-
-    centred = activations.double() - activations.double().mean(dim=0)
-    values = torch.linalg.svdvals(centred)
+def numerical_rank(values, tolerance: float = NUMERICAL_RANK_TOLERANCE) -> int:
+    """How many singular `values` are above `tolerance` times the largest."""
     return int((values > tolerance * values.max()).sum()) if values.numel() and values.max() > 0 else 0
 
 
@@ -109,12 +111,12 @@ def measure(model_dir: Path, input_ids) -> dict:
     family = family_of(config)
     model = load_pretrained(family.build_class(), model_dir).double().eval()
     found = layer_activations(model, family, input_ids)
-    residual = [effective_rank(state) for state in found["residual"]]
-    ffn = [effective_rank(units) for units in found["ffn"]]
+    residual = [singular_values(state) for state in found["residual"]]
     return {"model": str(model_dir), "hidden_size": config.hidden_size, "ffn_size": ffn_size(config),
             "layers": config.num_hidden_layers, "tokens": int(input_ids.numel()),
-            "residual_effective_rank": residual, "ffn_effective_rank": ffn,
-            "residual_numerical_rank": [numerical_rank(state) for state in found["residual"]]}
+            "residual_effective_rank": [effective_rank(values) for values in residual],
+            "ffn_effective_rank": [effective_rank(singular_values(units)) for units in found["ffn"]],
+            "residual_numerical_rank": [numerical_rank(values) for values in residual]}
 
 
 def _config(model_dir: Path):
