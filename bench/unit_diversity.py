@@ -43,7 +43,8 @@ def singular_values(activations):
     """Of the centred (samples, units) matrix, in float64, largest first."""
     import torch
 
-    return torch.linalg.svdvals(activations.double() - activations.double().mean(dim=0))
+    values = activations.double()
+    return torch.linalg.svdvals(values - values.mean(dim=0))
 
 
 def effective_rank(values) -> float:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, SHARED, TRAINED_VOCAB, write_config
+from tests.operators.conftest import perturbed
 
 spec = importlib.util.spec_from_file_location("bench_unit_diversity", REPO / "bench" / "unit_diversity.py")
 diversity = importlib.util.module_from_spec(spec)
@@ -46,11 +47,8 @@ def _ligo_model(source, wider, tie: bool):
     from ligo.train.checkpoint import read_source_model
 
     config, state = read_source_model(source)
-    operator = LiGO(state, config, load_config(wider), LiGOOptions(tie=tie, tune_depth=False))
-    with torch.no_grad():
-        for param in operator.parameters():
-            param.add_(torch.randn_like(param) * 0.05)
-    return materialise(operator)
+    return materialise(perturbed(LiGO(state, config, load_config(wider), LiGOOptions(tie=tie, tune_depth=False)),
+                                 0.05))
 
 
 def test_copies_and_tied_ligo_keep_the_source_width_and_random_units_spread_it(tmp_path, small_run):

@@ -29,11 +29,16 @@ def trained_like_model(family: str, config=None, seed: int = 0):
     exactness claim holds by accident of a fresh init (LayerNorm weight 1, bias 0)."""
     config = config or tiny_config(family)
     torch.manual_seed(seed)
-    model = build_model(config, family_of(config)).double().eval()
+    return perturbed(build_model(config, family_of(config)).double().eval(), 0.05)
+
+
+def perturbed(module, std: float):
+    """`module` with `std` x standard normal noise added to every parameter, in place (the
+    global RNG): moved off its init, as training would, so nothing holds by construction."""
     with torch.no_grad():
-        for param in model.parameters():
-            param.add_(torch.randn_like(param) * 0.05)
-    return model
+        for param in module.parameters():
+            param.add_(torch.randn_like(param) * std)
+    return module
 
 
 def saved_operator(family: str, folder):

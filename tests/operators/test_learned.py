@@ -18,7 +18,7 @@ from ligo.operators.learned import (
 from ligo.roles import to_roles
 from ligo.train.growth import LiGOLoss
 from ligo.train.objective import LanguageModelingLoss
-from tests.operators.conftest import FAMILY_NAMES, tiny_config, trained_like_model, wide_config
+from tests.operators.conftest import FAMILY_NAMES, perturbed, tiny_config, trained_like_model, wide_config
 
 DEPTH_ONLY = LiGOOptions(tune_width=False, depth_init="stackbert")
 
@@ -177,10 +177,7 @@ def test_gradients_reach_only_the_operator_parameters(family):
                                                  width_init="sel_noisy")])
 def test_materialised_model_loss_equals_the_functional_loss(family, options):
     model, state = small_state(family)
-    operator = LiGO(state, model.config, wide_config(family, layers=3), options)
-    with torch.no_grad():  # move away from the init, so nothing holds by construction
-        for param in operator.parameters():
-            param.add_(torch.randn_like(param) * 0.01)
+    operator = perturbed(LiGO(state, model.config, wide_config(family, layers=3), options), 0.01)
     ids = torch.randint(5, 1000, (2, 16), generator=torch.Generator().manual_seed(1))
     labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(2)) < 0.3,
                          ids, -100)
@@ -226,14 +223,11 @@ def test_tied_width_keeps_every_residual_write_in_the_hidden_expansions_span(fam
     wide = wide_config(family, layers=3)
     ranks = {}
     for tie in (True, False):
-        operator = LiGO(state, model.config, wide, LiGOOptions(tie=tie))
-        with torch.no_grad():  # move away from the init, as training would
-            for param in operator.parameters():
-                param.add_(torch.randn_like(param) * 0.05)
+        operator = perturbed(LiGO(state, model.config, wide, LiGOOptions(tie=tie)), 0.05)
         with torch.no_grad():
             writes = _residual_writes(operator(), family)  # float64, as the source
         assert writes.shape[0] == wide.hidden_size == 2 * model.config.hidden_size
-        ranks[tie] = int(torch.linalg.matrix_rank(writes.double()))
+        ranks[tie] = int(torch.linalg.matrix_rank(writes))
     assert ranks[True] == model.config.hidden_size < ranks[False] == wide.hidden_size
 
 
@@ -273,11 +267,8 @@ def test_width_inits(scheme):
 def test_save_load_materialise_round_trip_is_exact_and_other_configs_are_refused(tmp_path):
     model, state = small_state("gpt2")
     wide = wide_config("gpt2", layers=4)
-    operator = LiGO(state, model.config, wide, LiGOOptions(init_from=("stack", "net2net"),
-                                                           tune_residual=True))
-    with torch.no_grad():
-        for param in operator.parameters():
-            param.add_(torch.randn_like(param) * 0.01)
+    operator = perturbed(LiGO(state, model.config, wide, LiGOOptions(init_from=("stack", "net2net"),
+                                                                     tune_residual=True)), 0.01)
     save_operator(operator, tmp_path / "op", {"flops": 1.0})
     loaded = load_operator(tmp_path / "op", model.config, wide)
     assert_equal_states(materialise(loaded).state_dict(), materialise(operator).state_dict())
