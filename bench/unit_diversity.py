@@ -18,7 +18,9 @@ stream: exact copies keep it at the source's width, and so does LiGO with tied e
 pre-norm decoder (GPT-2, LLaMA), whatever its operator learned: the embeddings and every
 layer's writes into the stream go through the one hidden expansion, so the stream stays in its
 D1-dimensional column span (tests/operators/test_learned.py). HF's GPT-2 and LLaMA return the
-last layer's state after the final norm, whose elementwise scale leaves that span.
+last layer's state after the final norm, whose elementwise scale leaves that span; a post-norm
+model (BERT) puts every layer's stream through such a norm, so its numerical rank says little
+there and the effective rank is the measure.
 
     python bench/unit_diversity.py WORK/gpt2-seed1/small GROWN_A GROWN_B \\
         --text_file ../shared/data/corpus/news.txt --output diversity.json

@@ -231,6 +231,29 @@ def test_tied_width_keeps_every_residual_write_in_the_hidden_expansions_span(fam
     assert ranks[True] == model.config.hidden_size < ranks[False] == wide.hidden_size
 
 
+@pytest.mark.parametrize("family, confined", [("gpt2", True), ("llama", True), ("bert", False)])
+def test_tied_width_confines_the_stream_of_a_pre_norm_model_not_of_a_post_norm_one(family, confined):
+    """The writes' span (above) is the stream's in a pre-norm decoder: nothing else enters it.
+    A post-norm model (BERT) puts the stream itself through LayerNorm, whose elementwise scale
+    maps the D1 span to another one, and the next layer's writes add theirs: after the first
+    layer the stream spans more than D1 dimensions (bench/unit_diversity.py measures both)."""
+    model, state = small_state(family)
+    wide = wide_config(family, layers=3)
+    operator = perturbed(LiGO(state, model.config, wide, LiGOOptions()), 0.05)
+    torch.manual_seed(1)
+    ids = torch.randint(0, model.config.vocab_size, (4, 96))  # 384 tokens, more than the 128 units
+    with torch.no_grad():
+        states = materialise(operator).eval()(input_ids=ids, output_hidden_states=True).hidden_states
+    # HF's last state is after a decoder's final norm: the layers' own outputs are the others
+    ranks = [int(torch.linalg.matrix_rank(s.reshape(-1, wide.hidden_size), rtol=1e-9))
+             for s in states[1:-1]]
+    assert len(ranks) == 2 and states[1].dtype == torch.float64
+    if confined:
+        assert ranks == [model.config.hidden_size] * 2
+    else:
+        assert min(ranks) > model.config.hidden_size + 1
+
+
 def test_eval_mode_generates_the_weights_once_and_training_afresh():
     model, state = small_state("bert")
     operator = LiGO(state, model.config, wide_config("bert", layers=3), LiGOOptions())
